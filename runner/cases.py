@@ -1,0 +1,81 @@
+"""From a model's manifest entry to its cases, and from a case to the feeds both engines receive.
+
+One case per file of the input that lists `files:`, or one per `.npz` of `cases:`. Constant inputs (state, flags)
+are built once per model. The same feeds go to ONNX Runtime and to MNN: preprocessing happens here, once.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from runner.manifest import ModelSpec
+from runner.preprocess import PreprocessError, run_pipeline
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str                 # the file's stem, made unique with its folder where stems repeat
+    source: Path              # the file the case comes from
+
+
+def list_cases(model: ModelSpec, root: Path) -> list[Case]:
+    pattern = model.cases or next(spec.files for spec in model.inputs.values() if spec.files)
+    files = sorted(Path(p) for p in glob.glob(str(root / pattern), recursive=True) if Path(p).is_file())
+    if model.max_cases:
+        files = files[: model.max_cases]
+    stems = [f.stem for f in files]
+    cases = []
+    for path in files:
+        name = path.stem if stems.count(path.stem) == 1 else str(path.relative_to(root).with_suffix(""))
+        cases.append(Case(name, path))
+    return cases
+
+
+def constant_feeds(model: ModelSpec) -> dict[str, np.ndarray]:
+    return {name: run_pipeline(list(spec.preprocess)) for name, spec in model.inputs.items() if spec.is_constant}
+
+
+def build_feeds(model: ModelSpec, case: Case, constants: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every input of the model for this case; raises PreprocessError naming the file and the step."""
+    feeds = dict(constants)
+    if model.cases:
+        try:
+            with np.load(case.source, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except Exception as error:
+            raise PreprocessError(f"{case.source}: cannot read as .npz: {error}", file=str(case.source))
+        for name, array in arrays.items():
+            spec = model.inputs.get(name)
+            feeds[name] = run_pipeline(list(spec.preprocess), array) if spec and spec.preprocess else array
+        for name, spec in model.inputs.items():
+            if name not in feeds:
+                raise PreprocessError(f"{case.source}: has no array {name!r} and the manifest gives no constant",
+                                      file=str(case.source))
+        return feeds
+    for name, spec in model.inputs.items():
+        if spec.files:
+            feeds[name] = run_pipeline(list(spec.preprocess), case.source)
+    return feeds
+
+
+def array_sha256(array: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def shape_problem(name: str, feed: np.ndarray, declared: Optional[tuple], streamed: bool) -> Optional[str]:
+    """A preprocessed feed whose shape cannot fit the model's input, said before any engine sees it."""
+    shape = feed.shape[1:] if streamed else feed.shape
+    if not declared:
+        return None
+    if len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape)):
+        frames = " per frame" if streamed else ""
+        return f"input {name!r}: preprocessing gives shape {list(shape)}{frames}, the model expects {list(declared)}"
+    return None

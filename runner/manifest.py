@@ -1,0 +1,440 @@
+"""Suite manifests: YAML in, typed `Suite` out, or every problem at once with its file, key path and line.
+
+Two passes, both collecting instead of stopping at the first problem: the JSON Schemas in `schemas/` (the single
+source of truth for keys), then semantic checks the schema cannot express (files exist and stay inside the
+repository, input and output names and shapes agree with the ONNX model, backends named exist).
+"""
+from __future__ import annotations
+
+import difflib
+import glob
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from runner.convert import ConvertFlags
+from runner.engines import Limits
+from runner.tolerance import Tolerance, cascade
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SOURCE_STEPS = ("decode", "audio", "load", "zeros", "value")
+CONSTANT_STEPS = ("zeros", "value")
+DEFAULT_BACKENDS = {"cpu-fp32": {"engine": "mnn", "device": "CPU", "precision": "high", "threads": 1}}
+RUNTIME_DEFAULTS = {"device": "CPU", "precision": "high", "threads": 1, "memory": "normal", "power": "normal"}
+REFERENCE_DEFAULTS = {"engine": "onnxruntime", "providers": ["CPUExecutionProvider"],
+                      "graph_optimization": "all", "threads": 1}
+
+
+# ---------------------------------------------------------------------------------------------------- issues
+@dataclass(frozen=True)
+class ManifestIssue:
+    file: str
+    path: str           # dotted key path, e.g. models[0].inputs.x.files
+    line: Optional[int]
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path or '<top>'}: {self.message}"
+
+
+class ManifestError(Exception):
+    def __init__(self, issues: list[ManifestIssue]):
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+
+def format_path(parts: Iterable[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------- typed suite
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    files: Optional[str] = None
+    preprocess: tuple[dict, ...] = ()
+    shape: Optional[tuple[Optional[int], ...]] = None
+
+    @property
+    def is_constant(self) -> bool:
+        return self.files is None and bool(self.preprocess) and next(iter(self.preprocess[0])) in CONSTANT_STEPS
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    tolerance: dict = field(default_factory=dict)
+    topk: Optional[dict] = None
+    skip: bool = False
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    runtime: dict                      # every runtime parameter, explicit: device, precision, threads, memory, power
+    tolerance: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    warmup: int = 1
+    repeat: int = 3
+    slowdown_max: float = 1.5
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    onnx: Path                         # absolute
+    onnx_rel: str                      # as written, for reports
+    convert: ConvertFlags
+    tolerance: dict
+    inputs: dict[str, InputSpec]
+    outputs: dict[str, OutputSpec]
+    cases: Optional[str] = None
+    max_cases: Optional[int] = None
+    stream: Optional[dict] = None
+    backends: Optional[tuple[str, ...]] = None
+    expect_fail: Optional[str] = None
+    expect_backends: Optional[tuple[str, ...]] = None
+
+    def expects_failure_on(self, backend: str) -> Optional[str]:
+        if self.expect_fail and (self.expect_backends is None or backend in self.expect_backends):
+            return self.expect_fail
+        return None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    path: Path
+    root: Path
+    reference: dict
+    backends: dict[str, BackendSpec]
+    tolerance: dict
+    limits: Limits
+    latency: LatencySpec
+    models: tuple[ModelSpec, ...]
+
+    def backends_for(self, model: ModelSpec) -> list[BackendSpec]:
+        names = model.backends or tuple(self.backends)
+        return [self.backends[name] for name in names]
+
+    def tolerance_for(self, model: ModelSpec, output: str, backend: str) -> Tolerance:
+        spec = model.outputs.get(output)
+        return cascade(self.tolerance, model.tolerance, spec.tolerance if spec else None,
+                       self.backends[backend].tolerance)
+
+
+# ---------------------------------------------------------------------------------------------------- YAML with lines
+def _line_map(node: yaml.Node, path: tuple = (), lines: Optional[dict] = None) -> dict[tuple, int]:
+    """Map every key path to the 1-based line where it is written (keys) or starts (list items)."""
+    lines = {} if lines is None else lines
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = path + (key_node.value,)
+            lines[child] = key_node.start_mark.line + 1
+            _line_map(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _line_map(item, path + (index,), lines)
+    return lines
+
+
+def line_of(lines: dict[tuple, int], path: Iterable[Any]) -> Optional[int]:
+    """The line of the path, or of its nearest written ancestor (a missing key is reported where its parent is)."""
+    parts = tuple(path)
+    while parts not in lines and parts:
+        parts = parts[:-1]
+    return lines.get(parts)
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ManifestError([ManifestIssue(label, "", None, f"cannot read: {error}")])
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ManifestError([ManifestIssue(label, "", line, f"not valid YAML: {getattr(error, 'problem', error)}")])
+    return data, (_line_map(node) if node is not None else {})
+
+
+# ---------------------------------------------------------------------------------------------------- schema pass
+@lru_cache(maxsize=None)
+def schema_validator(name: str = "manifest.schema.json"):
+    import jsonschema
+    from referencing import Registry, Resource
+
+    resources = []
+    for schema_file in SCHEMA_DIR.glob("*.schema.json"):
+        contents = json.loads(schema_file.read_text())
+        resource = Resource.from_contents(contents)
+        resources.append((contents["$id"], resource))
+        resources.append((schema_file.name, resource))
+    registry = Registry().with_resources(resources)
+    schema = json.loads((SCHEMA_DIR / name).read_text())
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def _leaf_errors(error) -> list:
+    """For oneOf/anyOf failures, the most specific sub-errors say more than "is not valid under any schema"."""
+    if error.context and error.validator in ("oneOf", "anyOf"):
+        by_branch: dict[int, list] = {}
+        for sub in error.context:
+            by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
+        # a branch whose only complaint is the wrong step/type name is not the one the user meant
+        meant = [errs for errs in by_branch.values()
+                 if not all(e.validator in ("required", "type", "additionalProperties", "const") for e in errs)]
+        if len(meant) == 1:
+            return [leaf for sub in meant[0] for leaf in _leaf_errors(sub)]
+    return [error]
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def schema_issues(data: Any, lines: dict, label: str) -> list[ManifestIssue]:
+    issues = []
+    for error in schema_validator().iter_errors(data):
+        for leaf in _leaf_errors(error):
+            issues.extend(_issue_from_error(leaf, lines, label))
+    issues.sort(key=lambda i: (i.line or 0, i.path))
+    return issues
+
+
+def _issue_from_error(error, lines: dict, label: str) -> list[ManifestIssue]:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        extras = [k for k in error.instance if k not in allowed]
+        return [ManifestIssue(label, format_path(path + [key]), line_of(lines, path + [key]),
+                              f"unknown key {key!r}{_did_you_mean(str(key), allowed)}") for key in extras]
+    if error.validator == "oneOf" and isinstance(error.instance, dict) and len(error.instance) == 1:
+        key = next(iter(error.instance))
+        names = [next(iter(branch.get("properties", {})), "") for branch in error.schema.get("oneOf", [])]
+        names = [n for n in names if n]
+        if key not in names:
+            return [ManifestIssue(label, format_path(path), line_of(lines, path),
+                                  f"unknown step {key!r}{_did_you_mean(str(key), names)}")]
+    message = error.message
+    if error.validator == "enum":
+        message = f"{error.instance!r} is not one of {error.validator_value}"
+    return [ManifestIssue(label, format_path(path), line_of(lines, path), message)]
+
+
+# ---------------------------------------------------------------------------------------------------- semantic pass
+def _inside(root: Path, relative: str) -> Optional[Path]:
+    candidate = (root / relative).resolve()
+    return candidate if candidate == root or root in candidate.parents else None
+
+
+def onnx_signature(path: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """Input and output names of an ONNX model with their shapes (None for a dynamic dimension)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {init.name for init in model.graph.initializer}
+
+    def shape_of(value_info) -> tuple:
+        dims = value_info.type.tensor_type.shape.dim
+        return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+    inputs = {vi.name: shape_of(vi) for vi in model.graph.input if vi.name not in initializers}
+    outputs = {vi.name: shape_of(vi) for vi in model.graph.output}
+    return inputs, outputs
+
+
+def semantic_issues(data: dict, lines: dict, label: str, root: Path) -> list[ManifestIssue]:
+    issues: list[ManifestIssue] = []
+
+    def add(path: list, message: str) -> None:
+        issues.append(ManifestIssue(label, format_path(path), line_of(lines, path), message))
+
+    backends = set((data.get("backends") or DEFAULT_BACKENDS).keys())
+    seen_models: set[str] = set()
+    for index, model in enumerate(data.get("models", [])):
+        at = ["models", index]
+        name = model.get("name")
+        if name in seen_models:
+            add(at + ["name"], f"model name {name!r} is used twice")
+        seen_models.add(name)
+        for key in ("backends",):
+            for position, backend in enumerate(model.get(key) or []):
+                if backend not in backends:
+                    add(at + [key, position], f"no backend {backend!r} in this suite{_did_you_mean(backend, backends)}")
+        for position, backend in enumerate((model.get("expect") or {}).get("backends") or []):
+            if backend not in backends:
+                add(at + ["expect", "backends", position], f"no backend {backend!r} in this suite")
+
+        onnx_path = _inside(root, model["onnx"])
+        signature = None
+        if onnx_path is None:
+            add(at + ["onnx"], f"path {model['onnx']!r} leaves the repository")
+        elif not onnx_path.is_file():
+            add(at + ["onnx"], f"file {model['onnx']!r} does not exist")
+        else:
+            try:
+                signature = onnx_signature(onnx_path)
+            except Exception as error:  # onnx raises DecodeError, ValueError, ... for a file that is not ONNX
+                add(at + ["onnx"], f"{model['onnx']!r} is not an ONNX model: {type(error).__name__}: {error}"[:300])
+        inputs = model.get("inputs") or {}
+        file_inputs = [n for n, spec in inputs.items() if spec.get("files")]
+        if model.get("cases") and file_inputs:
+            add(at + ["cases"], "give cases either as `cases:` archives or as one input's `files:`, not both")
+        if len(file_inputs) > 1:
+            add(at + ["inputs", file_inputs[1], "files"],
+                f"only one input may list files (one case per file); {file_inputs[0]!r} already does")
+        if not model.get("cases") and not file_inputs:
+            add(at + ["inputs"], "no cases: give one input `files:` or the model `cases:` (a glob of .npz files)")
+        for pattern_key, pattern_at in ([("cases", at + ["cases"])] if model.get("cases") else []) + \
+                [("files", at + ["inputs", n, "files"]) for n in file_inputs]:
+            pattern = model["cases"] if pattern_key == "cases" else inputs[pattern_at[-2]]["files"]
+            if _inside(root, pattern.split("*")[0] or ".") is None:
+                add(pattern_at, f"glob {pattern!r} leaves the repository")
+            elif not glob.glob(str(root / pattern)):
+                add(pattern_at, f"glob {pattern!r} matches no file")
+        for input_name, spec in inputs.items():
+            steps = spec.get("preprocess") or []
+            first = next(iter(steps[0])) if steps and isinstance(steps[0], dict) and steps[0] else None
+            if spec.get("files") and first not in ("decode", "audio", "load"):
+                add(at + ["inputs", input_name, "preprocess"],
+                    "an input read from files must start with a decode, audio or load step")
+            if not spec.get("files") and not model.get("cases") and first not in CONSTANT_STEPS:
+                add(at + ["inputs", input_name],
+                    "an input without files needs a constant source step first (zeros or value), or `cases:`")
+        stream = model.get("stream")
+        if signature is not None:
+            model_inputs, model_outputs = signature
+            for input_name, spec in inputs.items():
+                if input_name not in model_inputs:
+                    add(at + ["inputs", input_name],
+                        f"the model has no input {input_name!r}{_did_you_mean(input_name, model_inputs)}; "
+                        f"it has {sorted(model_inputs)}")
+                elif spec.get("shape") is not None and not shapes_fit(spec["shape"], model_inputs[input_name]):
+                    add(at + ["inputs", input_name, "shape"],
+                        f"shape {spec['shape']} does not fit the model's {list(model_inputs[input_name])}")
+            if not model.get("cases"):
+                for missing in sorted(set(model_inputs) - set(inputs)):
+                    add(at + ["inputs"], f"the model's input {missing!r} has no entry")
+            for output_name in model.get("outputs") or {}:
+                if output_name not in model_outputs:
+                    add(at + ["outputs", output_name],
+                        f"the model has no output {output_name!r}{_did_you_mean(output_name, model_outputs)}; "
+                        f"it has {sorted(model_outputs)}")
+            if stream:
+                if stream["input"] not in model_inputs:
+                    add(at + ["stream", "input"], f"the model has no input {stream['input']!r}")
+                for carried_in, carried_out in (stream.get("carry") or {}).items():
+                    if carried_in not in model_inputs:
+                        add(at + ["stream", "carry", carried_in], f"the model has no input {carried_in!r}")
+                    if carried_out not in model_outputs:
+                        add(at + ["stream", "carry", carried_in], f"the model has no output {carried_out!r}")
+    return issues
+
+
+def shapes_fit(declared: Iterable[Optional[int]], actual: Iterable[Optional[int]]) -> bool:
+    declared, actual = list(declared), list(actual)
+    if not actual:      # the model does not say: anything fits
+        return True
+    return len(declared) == len(actual) and all(d is None or a is None or d == a for d, a in zip(declared, actual))
+
+
+# ---------------------------------------------------------------------------------------------------- public API
+def load_suite(path: Path, root: Path) -> Suite:
+    """Read, validate and type one manifest; raises ManifestError with every problem found."""
+    root = root.resolve()
+    path = Path(path)
+    try:
+        label = str(path.resolve().relative_to(root))
+    except ValueError:
+        label = str(path)
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ManifestError([ManifestIssue(label, "", 1, "a manifest is a YAML mapping with `suite:` and `models:`")])
+    issues = schema_issues(data, lines, label)
+    if not issues:
+        issues = semantic_issues(data, lines, label, root)
+    if issues:
+        raise ManifestError(issues)
+    return _build(data, path, root)
+
+
+def _build(data: dict, path: Path, root: Path) -> Suite:
+    backends = {}
+    for name, spec in (data.get("backends") or DEFAULT_BACKENDS).items():
+        runtime = {key: spec.get(key, default) for key, default in RUNTIME_DEFAULTS.items()}
+        backends[name] = BackendSpec(name, runtime, dict(spec.get("tolerance") or {}))
+    models = []
+    for model in data["models"]:
+        inputs = {name: InputSpec(name, spec.get("files"), tuple(spec.get("preprocess") or ()),
+                                  tuple(spec["shape"]) if spec.get("shape") is not None else None)
+                  for name, spec in (model.get("inputs") or {}).items()}
+        outputs = {name: OutputSpec(name, dict(spec.get("tolerance") or {}), spec.get("topk"), bool(spec.get("skip")))
+                   for name, spec in (model.get("outputs") or {}).items()}
+        expect = model.get("expect") or {}
+        models.append(ModelSpec(
+            name=model["name"], onnx=(root / model["onnx"]).resolve(), onnx_rel=model["onnx"],
+            convert=ConvertFlags.from_manifest(model.get("convert")), tolerance=dict(model.get("tolerance") or {}),
+            inputs=inputs, outputs=outputs, cases=model.get("cases"), max_cases=model.get("max_cases"),
+            stream=model.get("stream"), backends=tuple(model["backends"]) if model.get("backends") else None,
+            expect_fail=expect.get("fail"),
+            expect_backends=tuple(expect["backends"]) if expect.get("backends") else None,
+        ))
+    limits = Limits(**(data.get("limits") or {}))
+    return Suite(
+        name=data["suite"], description=data.get("description", ""), path=path, root=root,
+        reference={**REFERENCE_DEFAULTS, **(data.get("reference") or {})}, backends=backends,
+        tolerance=dict(data.get("tolerance") or {}), limits=limits,
+        latency=LatencySpec(**(data.get("latency") or {})), models=tuple(models),
+    )
+
+
+def find_manifests(paths: Iterable[Path]) -> list[Path]:
+    """Manifests named on the command line, or every *.yaml / *.yml under the folders named."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+        else:
+            found.append(path)
+    return found
+
+
+def load_suites(paths: Iterable[Path], root: Path) -> list[Suite]:
+    """Every manifest, every problem: raises one ManifestError holding all issues of all files."""
+    suites, issues = [], []
+    names: dict[str, Path] = {}
+    for path in find_manifests(paths):
+        if not path.exists():
+            issues.append(ManifestIssue(str(path), "", None, "no such file or folder"))
+            continue
+        try:
+            suite = load_suite(path, root)
+        except ManifestError as error:
+            issues += error.issues
+            continue
+        if suite.name in names:
+            issues.append(ManifestIssue(str(path), "suite", 1, f"suite name {suite.name!r} is also used by {names[suite.name]}"))
+        names[suite.name] = path
+        suites.append(suite)
+    if issues:
+        raise ManifestError(issues)
+    return suites

@@ -1,0 +1,268 @@
+"""One suite, end to end: convert each model, run its cases through the reference and every MNN backend,
+judge each case, and hand back `CaseRun`s. Nothing here writes reports or goldens.
+
+Each model is independent, so models run in parallel (`jobs`); within a model, one reference worker and one
+worker per backend load the model once and run every case, and a worker that crashes is replaced for the next case.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from runner.cases import Case, array_sha256, build_feeds, constant_feeds, list_cases, shape_problem
+from runner.compare import TopK, compare_output, judge
+from runner.convert import Conversion, ConverterEnv, convert, sha256_file
+from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec
+from runner.manifest import BackendSpec, ModelSpec, Suite, onnx_signature
+from runner.preprocess import PreprocessError, degenerate_reason
+from runner.results import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict
+
+Progress = Callable[[CaseResult], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    mnn_python: Path = Path(sys.executable)
+    mnn_version: str = ""
+    cache_dir: Path = Path(".cache")
+    backends: Optional[frozenset[str]] = None     # None: every backend of the suite
+    models: Optional[frozenset[str]] = None
+    jobs: int = 1
+
+
+@dataclass
+class SuiteRun:
+    suite: Suite
+    runs: list[CaseRun]
+    environment: dict
+    setup_errors: list[str] = field(default_factory=list)   # bad data or setup: the run's exit status is 2
+    started: str = ""
+    duration_s: float = 0.0
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def environment(options: RunOptions) -> dict:
+    from importlib.metadata import version
+
+    return {"mnn_version": options.mnn_version, "onnxruntime_version": version("onnxruntime"),
+            "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
+
+
+def run_suite(suite: Suite, options: RunOptions, progress: Progress = lambda result: None) -> SuiteRun:
+    import time
+
+    started, clock = now(), time.monotonic()
+    models = [m for m in suite.models if options.models is None or m.name in options.models]
+    env = environment(options)
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        outcomes = list(pool.map(lambda m: ModelRun(suite, m, options, env, progress).run(), models))
+    runs = [run for model_runs, _ in outcomes for run in model_runs]
+    setup_errors = [error for _, errors in outcomes for error in errors]
+    return SuiteRun(suite, runs, env, setup_errors, started, time.monotonic() - clock)
+
+
+class ModelRun:
+    """The work for one model; methods in the order they happen."""
+
+    def __init__(self, suite: Suite, model: ModelSpec, options: RunOptions, env: dict, progress: Progress):
+        self.suite, self.model, self.options, self.env, self.progress = suite, model, options, env, progress
+        self.backends = [b for b in suite.backends_for(model)
+                         if options.backends is None or b.name in options.backends]
+        self.runs: list[CaseRun] = []
+        self.setup_errors: list[str] = []
+
+    # -- results
+    def _emit(self, case: str, backend: BackendSpec, verdict: Verdict, reason: str = "",
+              failure_class: Optional[FailureClass] = None, **extra) -> CaseRun:
+        result = CaseResult(self.suite.name, self.model.name, case, backend.name, verdict, failure_class, reason,
+                            outputs=extra.pop("outputs", []), warnings=extra.pop("warnings", []),
+                            latency_ms=extra.pop("latency_ms", {}))
+        result = expected(result, self.model.expects_failure_on(backend.name))
+        run = CaseRun(result, **extra)
+        self.runs.append(run)
+        self.progress(result)
+        return run
+
+    def _fail_all(self, cases: list[str], verdict: Verdict, reason: str) -> None:
+        for backend in self.backends:
+            for case in cases or ["<model>"]:
+                self._emit(case, backend, verdict, reason)
+
+    # -- the flow
+    def run(self) -> tuple[list[CaseRun], list[str]]:
+        if not self.backends:
+            return [], []
+        cases = list_cases(self.model, self.suite.root)
+        try:
+            constants = constant_feeds(self.model)
+        except PreprocessError as error:
+            self.setup_errors.append(f"{self.model.name}: {error}")
+            self._fail_all([c.name for c in cases], Verdict.ERROR, f"preprocessing: {error}")
+            return self.runs, self.setup_errors
+        conversion = convert(self.model.onnx, self.model.convert,
+                             ConverterEnv(self.options.mnn_python, self.options.mnn_version),
+                             self.options.cache_dir / "converted", self.suite.limits)
+        if not conversion.ok:
+            self._fail_all([c.name for c in cases], Verdict.ERROR, f"conversion failed: {conversion.reason}")
+            return self.runs, self.setup_errors
+        onnx_inputs, onnx_outputs = onnx_signature(self.model.onnx)
+        output_names = [n for n in onnx_outputs if not (n in self.model.outputs and self.model.outputs[n].skip)]
+
+        prepared = self._prepare(cases, constants, onnx_inputs)
+        references = self._run_reference(prepared, output_names)
+        provenance = self._provenance(conversion)
+        for backend in self.backends:
+            self._run_backend(backend, conversion, prepared, references, output_names, onnx_inputs, provenance)
+        return self.runs, self.setup_errors
+
+    def _prepare(self, cases: list[Case], constants: dict, onnx_inputs: dict) -> list[tuple[Case, object]]:
+        """Each case with its feeds, or with the reason it has none (bad data: a setup error, exit status 2)."""
+        prepared = []
+        streamed = (self.model.stream or {}).get("input")
+        for case in cases:
+            try:
+                feeds = build_feeds(self.model, case, constants)
+                problems = [p for name, feed in feeds.items()
+                            if (p := shape_problem(name, feed, onnx_inputs.get(name), name == streamed))]
+                if problems:
+                    raise PreprocessError(f"{case.source.relative_to(self.suite.root)}: " + "; ".join(problems),
+                                          file=str(case.source))
+                prepared.append((case, feeds))
+            except PreprocessError as error:
+                self.setup_errors.append(f"{self.model.name}/{case.name}: {error}")
+                prepared.append((case, f"preprocessing: {error}"))
+        return prepared
+
+    def _run_reference(self, prepared, output_names) -> dict[str, object]:
+        """Reference outputs per case: a dict of arrays with latency, or the reason there are none."""
+        results: dict[str, object] = {}
+        spec = EngineSpec("onnxruntime", self.model.onnx, (), tuple(output_names),
+                          {k: v for k, v in self.suite.reference.items() if k != "engine"})
+        worker: Optional[EngineProcess] = None
+        for case, feeds in prepared:
+            if isinstance(feeds, str):
+                results[case.name] = feeds
+                continue
+            try:
+                worker = worker if worker and worker.alive else EngineProcess(spec, self.suite.limits)
+                self.env["onnxruntime_version"] = worker.version or self.env["onnxruntime_version"]
+                results[case.name] = worker.infer(feeds, self.model.stream, self.suite.latency.warmup,
+                                                  self.suite.latency.repeat)
+            except (EngineCrash, EngineError) as error:
+                results[case.name] = f"reference (ONNX Runtime) failed: {error}"
+        if worker:
+            worker.close()
+        return results
+
+    def _run_backend(self, backend, conversion: Conversion, prepared, references, output_names, onnx_inputs,
+                     provenance) -> None:
+        spec = EngineSpec("mnn", conversion.mnn_model, tuple(onnx_inputs), tuple(output_names), backend.runtime,
+                          python=self.options.mnn_python)
+        worker: Optional[EngineProcess] = None
+        for case, feeds in prepared:
+            reference = references[case.name]
+            if isinstance(reference, str):
+                self._emit(case.name, backend, Verdict.ERROR, reference)
+                continue
+            ref_outputs, ref_latency = reference
+            try:
+                if worker is None or not worker.alive:
+                    worker = EngineProcess(spec, self.suite.limits)
+                    problem = input_shape_problem(onnx_inputs, worker.input_info)
+                    if problem:
+                        worker.close()
+                        worker = None
+                        self._emit(case.name, backend, Verdict.ERROR, problem, FailureClass.SHAPE_MISMATCH)
+                        continue
+                mnn_outputs, mnn_latency = worker.infer(feeds, self.model.stream, self.suite.latency.warmup,
+                                                        self.suite.latency.repeat)
+            except EngineCrash as crash:
+                self._emit(case.name, backend, Verdict.CRASH, f"MNN {crash}")
+                worker = None
+                continue
+            except EngineError as error:
+                self._emit(case.name, backend, Verdict.ERROR, f"MNN: {error}")
+                continue
+            comparisons = [self._compare(name, ref_outputs[name], mnn_outputs.get(name), backend.name)
+                           for name in output_names]
+            failure_class, reason = judge(comparisons)
+            verdict = Verdict.PASS if failure_class is None else Verdict.FAIL
+            latency = {k: v for k, v in (("reference", ref_latency), ("mnn", mnn_latency)) if v is not None}
+            case_provenance = {**provenance, "runtime": backend.runtime,
+                               "input_sha256": {k: array_sha256(v) for k, v in feeds.items()}}
+            self._emit(case.name, backend, verdict, reason, failure_class, outputs=comparisons,
+                       warnings=input_warnings(feeds, self.model), latency_ms=latency,
+                       ref_outputs=ref_outputs, mnn_outputs=mnn_outputs, provenance=case_provenance)
+        if worker:
+            worker.close()
+
+    def _compare(self, name: str, ref: np.ndarray, mnn: Optional[np.ndarray], backend: str) -> OutputComparison:
+        tolerance = self.suite.tolerance_for(self.model, name, backend)
+        spec = self.model.outputs.get(name)
+        topk = TopK(**spec.topk) if spec and spec.topk else None
+        if mnn is None:   # MNN's optimizer removed or renamed it: bound by name, so it is missing, not swapped
+            return OutputComparison(name, tuple(ref.shape), (), str(ref.dtype), "missing", tolerance,
+                                    failure_class=FailureClass.SHAPE_MISMATCH,
+                                    reason=f"{name}: MNN returned no output of this name")
+        return compare_output(name, ref, mnn, tolerance, topk)
+
+    def _provenance(self, conversion: Conversion) -> dict:
+        return {
+            "mnn_version": self.options.mnn_version,
+            "onnxruntime_version": self.env.get("onnxruntime_version", ""),
+            "convert_flags": self.model.convert.as_dict(),
+            "onnx_sha256": sha256_file(self.model.onnx),
+            "mnn_model_sha256": conversion.mnn_sha256,
+            "preprocess": {name: list(spec.preprocess) for name, spec in self.model.inputs.items()},
+            "reference_runtime": {k: v for k, v in self.suite.reference.items()},
+            "created": now(),
+        }
+
+
+def input_shape_problem(onnx_inputs: dict[str, tuple], mnn_inputs: dict[str, dict]) -> Optional[str]:
+    """MNN's view of an input against ONNX's: a quantized model's (1,3,416,416) once came out (3,1,416,416)."""
+    for name, onnx_shape in onnx_inputs.items():
+        info = mnn_inputs.get(name)
+        if info is None:
+            return f"the converted model has no input {name!r} (it has {sorted(mnn_inputs)})"
+        mnn_shape = info.get("shape") or []
+        if not onnx_shape or not mnn_shape or any(d is None for d in onnx_shape) or any(d <= 0 for d in mnn_shape):
+            continue   # dynamic on either side: nothing to hold MNN to
+        if len(mnn_shape) == len(onnx_shape) and list(mnn_shape) != list(onnx_shape):
+            return f"input {name!r}: MNN's shape {list(mnn_shape)} differs from ONNX's {list(onnx_shape)}"
+    return None
+
+
+def input_warnings(feeds: dict[str, np.ndarray], model: ModelSpec) -> list[str]:
+    warnings = []
+    for name, feed in feeds.items():
+        spec = model.inputs.get(name)
+        if spec is not None and spec.is_constant:
+            continue   # a zero state is the point of a state input, not a bad test input
+        reason = degenerate_reason(feed)
+        if reason:
+            warnings.append(f"input {name!r}: {reason} — not a meaningful test input")
+    return warnings
+
+
+def expected(result: CaseResult, expect_fail: Optional[str]) -> CaseResult:
+    """Apply the manifest's `expect: {fail: ...}`: a failure becomes XFAIL, a pass becomes XPASS (news)."""
+    if not expect_fail:
+        return result
+    if result.verdict is Verdict.PASS:
+        result.verdict = Verdict.XPASS
+        result.reason = f"expected to fail ({expect_fail}), but passed"
+    elif result.verdict.is_bad:
+        result.reason = f"{result.verdict.value}: {result.reason} (expected: {expect_fail})"
+        result.verdict = Verdict.XFAIL
+    return result
