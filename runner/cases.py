@@ -21,6 +21,7 @@ from runner.preprocess import PreprocessError, run_pipeline
 class Case:
     name: str                 # the file's stem, made unique with its folder where stems repeat
     source: Path              # the file the case comes from
+    label: str = ""           # the file as the user wrote it: relative to the repository root
 
 
 def list_cases(model: ModelSpec, root: Path) -> list[Case]:
@@ -32,12 +33,13 @@ def list_cases(model: ModelSpec, root: Path) -> list[Case]:
     cases = []
     for path in files:
         name = path.stem if stems.count(path.stem) == 1 else str(path.relative_to(root).with_suffix(""))
-        cases.append(Case(name, path))
+        cases.append(Case(name, path, str(path.relative_to(root))))
     return cases
 
 
 def constant_feeds(model: ModelSpec) -> dict[str, np.ndarray]:
-    return {name: run_pipeline(list(spec.preprocess)) for name, spec in model.inputs.items() if spec.is_constant}
+    return {name: run_pipeline(list(spec.preprocess), label=f"input {name}")
+            for name, spec in model.inputs.items() if spec.is_constant}
 
 
 def build_feeds(model: ModelSpec, case: Case, constants: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -48,18 +50,21 @@ def build_feeds(model: ModelSpec, case: Case, constants: dict[str, np.ndarray]) 
             with np.load(case.source, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
         except Exception as error:
-            raise PreprocessError(f"{case.source}: cannot read as .npz: {error}", file=str(case.source))
+            raise PreprocessError(f"cannot read as .npz: {error}", file=case.label or str(case.source))
         for name, array in arrays.items():
             spec = model.inputs.get(name)
-            feeds[name] = run_pipeline(list(spec.preprocess), array) if spec and spec.preprocess else array
-        for name, spec in model.inputs.items():
+            if spec is not None and spec.is_constant:
+                continue   # the manifest says what this input is: its constant wins over the archive's copy
+            feeds[name] = (run_pipeline(list(spec.preprocess), array, label=f"{case.label or case.source}[{name}]")
+                           if spec and spec.preprocess else array)
+        for name in model.inputs:
             if name not in feeds:
-                raise PreprocessError(f"{case.source}: has no array {name!r} and the manifest gives no constant",
-                                      file=str(case.source))
+                raise PreprocessError(f"has no array {name!r} and the manifest gives no constant",
+                                      file=case.label or str(case.source))
         return feeds
     for name, spec in model.inputs.items():
         if spec.files:
-            feeds[name] = run_pipeline(list(spec.preprocess), case.source)
+            feeds[name] = run_pipeline(list(spec.preprocess), case.source, label=case.label or None)
     return feeds
 
 

@@ -159,8 +159,7 @@ def line_of(lines: dict[tuple, int], path: Iterable[Any]) -> Optional[int]:
     return lines.get(parts)
 
 
-def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
-    label = str(path)
+def read_yaml(path: Path, label: str) -> tuple[Any, dict[tuple, int]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -229,8 +228,8 @@ def _issue_from_error(error, lines: dict, label: str) -> list[ManifestIssue]:
                               f"unknown key {key!r}{_did_you_mean(str(key), allowed)}") for key in extras]
     if error.validator == "oneOf" and isinstance(error.instance, dict) and len(error.instance) == 1:
         key = next(iter(error.instance))
-        names = [next(iter(branch.get("properties", {})), "") for branch in error.schema.get("oneOf", [])]
-        names = [n for n in names if n]
+        # each branch requires its own step name: the "required" complaints list every name there is
+        names = [n for sub in error.context if sub.validator == "required" for n in sub.validator_value]
         if key not in names:
             return [ManifestIssue(label, format_path(path), line_of(lines, path),
                                   f"unknown step {key!r}{_did_you_mean(str(key), names)}")]
@@ -366,7 +365,7 @@ def load_suite(path: Path, root: Path) -> Suite:
         label = str(path.resolve().relative_to(root))
     except ValueError:
         label = str(path)
-    data, lines = read_yaml(path)
+    data, lines = read_yaml(path, label)
     if not isinstance(data, dict):
         raise ManifestError([ManifestIssue(label, "", 1, "a manifest is a YAML mapping with `suite:` and `models:`")])
     issues = schema_issues(data, lines, label)

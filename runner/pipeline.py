@@ -135,8 +135,7 @@ class ModelRun:
                 problems = [p for name, feed in feeds.items()
                             if (p := shape_problem(name, feed, onnx_inputs.get(name), name == streamed))]
                 if problems:
-                    raise PreprocessError(f"{case.source.relative_to(self.suite.root)}: " + "; ".join(problems),
-                                          file=str(case.source))
+                    raise PreprocessError("; ".join(problems), file=str(case.source.relative_to(self.suite.root)))
                 prepared.append((case, feeds))
             except PreprocessError as error:
                 self.setup_errors.append(f"{self.model.name}/{case.name}: {error}")

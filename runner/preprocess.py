@@ -30,7 +30,7 @@ class PreprocessError(Exception):
 
     def __init__(self, message: str, file: Optional[str] = None, step_index: Optional[int] = None,
                  step: Optional[str] = None) -> None:
-        # All four in args so the error survives pickling from a worker process intact.
+        # All four in args: an error sent back from a worker process is rebuilt from args, intact.
         super().__init__(message, file, step_index, step)
         self.file = file
         self.step_index = step_index
@@ -668,7 +668,8 @@ def run_pipeline(steps: list[dict], source: "Path | np.ndarray | None" = None, *
 
 
 def degenerate_reason(array: np.ndarray) -> Optional[str]:
-    """Why a float input is not a meaningful test input, or None if it is.
+    """Why a float input is not a meaningful test input, or None if it is. The reason is bare (the caller
+    adds "not a meaningful test input"), e.g. "constant: all 48 values are 0".
 
     Flags NaN/Inf, a constant array, and (near) zero variance: std <= 1e-6 * max(1, |mean|). Such an input
     through a normalisation layer divides by ~sqrt(eps), so tiny engine differences explode. Integer and bool
@@ -681,12 +682,12 @@ def degenerate_reason(array: np.ndarray) -> Optional[str]:
     finite = np.isfinite(x)
     if not finite.all():
         nan = int(np.isnan(x).sum())
-        return f"{nan} NaN and {x.size - int(finite.sum()) - nan} Inf values: not a meaningful test input"
+        return f"{nan} NaN and {x.size - int(finite.sum()) - nan} Inf values"
     first = x.flat[0]
     if np.all(x == first):
-        return f"constant: all {x.size} values are {float(first):g}: not a meaningful test input"
+        return f"constant: all {x.size} values are {float(first):g}"
     mean = float(np.mean(x, dtype=np.float64))
     std = float(np.std(x, dtype=np.float64))
     if std <= 1e-6 * max(1.0, abs(mean)):
-        return f"near-zero variance (std {std:.3g}, mean {mean:.6g}): not a meaningful test input"
+        return f"near-zero variance (std {std:.3g}, mean {mean:.6g})"
     return None
