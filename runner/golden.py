@@ -130,7 +130,7 @@ class GoldenStore:
         encoded_suite = encode_name(suite)
         final = self.root / encoded_suite
         self._recover(encoded_suite)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{encoded_suite}.tmp-", dir=self.root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{encoded_suite}~tmp-", dir=self.root))
         try:
             if final.is_dir() and not replace_all:
                 self._check_layout_file(final)
@@ -146,22 +146,25 @@ class GoldenStore:
 
     # internals
 
+    # Temporary and set-aside trees are ".<suite>~tmp-*" / ".<suite>~old-*": encoded names never start with a
+    # dot nor contain "~", so these globs cannot match another suite's trees.
+
     def _readable_suite_dir(self, suite: str) -> Path:
         """The suite's directory; if a bless died between its two renames, the previous tree it set aside."""
         encoded = encode_name(suite)
         final = self.root / encoded
         if final.exists():
             return final
-        aside = sorted(self.root.glob(f".{encoded}.old-*"))
+        aside = sorted(self.root.glob(f".{encoded}~old-*"))
         return aside[-1] if aside else final
 
     def _recover(self, encoded_suite: str) -> None:
         """Undo what a killed bless left behind: restore a set-aside tree, drop unfinished temporary trees."""
         final = self.root / encoded_suite
-        aside = sorted(self.root.glob(f".{encoded_suite}.old-*"))
+        aside = sorted(self.root.glob(f".{encoded_suite}~old-*"))
         if aside and not final.exists():
             os.rename(aside.pop(), final)
-        for leftover in aside + list(self.root.glob(f".{encoded_suite}.tmp-*")):
+        for leftover in aside + list(self.root.glob(f".{encoded_suite}~tmp-*")):
             shutil.rmtree(leftover, ignore_errors=True)
 
     @staticmethod
@@ -420,7 +423,7 @@ def _swap_in(new: Path, final: Path) -> None:
         shutil.rmtree(new, ignore_errors=True)   # `new` now holds the previous tree
         return
     # Two renames; a death between them leaves the old tree set aside, which readers and the next bless find.
-    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}~old-", dir=final.parent))
     os.rmdir(aside)
     os.rename(final, aside)
     os.rename(new, final)
