@@ -130,3 +130,9 @@ def test_backend_names_in_models_must_exist(root):
 ])
 def test_shapes_fit(declared, actual, fits):
     assert shapes_fit(declared, actual) is fits
+
+
+def test_exponent_floats_without_a_dot_are_numbers(root):
+    """YAML 1.1 (PyYAML's default) reads `1e-4` as a string; manifests read it as YAML 1.2 does."""
+    suite = load_suite(write(root, GOOD.replace("tolerance: {atol: 1.0e-4", "tolerance: {atol: 1e-4")), root)
+    assert suite.tolerance["atol"] == 1e-4
