@@ -212,7 +212,7 @@ class ModelRun:
         if mnn is None:   # MNN's optimizer removed or renamed it: bound by name, so it is missing, not swapped
             return OutputComparison(name, tuple(ref.shape), (), str(ref.dtype), "missing", tolerance,
                                     failure_class=FailureClass.SHAPE_MISMATCH,
-                                    reason=f"{name}: MNN returned no output of this name")
+                                    reason="MNN returned no output of this name")
         return compare_output(name, ref, mnn, tolerance, topk)
 
     def _provenance(self, conversion: Conversion) -> dict:

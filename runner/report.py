@@ -46,6 +46,7 @@ class RunSummary:
     duration_s: float = 0.0
     fail_on: set[str] = field(default_factory=lambda: set(DEFAULT_FAIL_ON))   # drift classes that fail the run
     slowdown_max: Optional[float] = 1.5   # flag MNN latency above this multiple of the golden's; None: never
+    slowdown_floor_ms: float = 1.0        # ...and only when it also grew by more than this: sub-ms timings are noise
 
 
 # --- verdict arithmetic -----------------------------------------------------------------------------------------
@@ -85,13 +86,16 @@ def _counts(summary: RunSummary) -> dict:
         "verdict": {v.value: verdicts[v.value] for v in Verdict if verdicts[v.value]},
         "drift": {d.value: drifts[d.value] for d in DriftClass if drifts[d.value]},
         "failure_class": {c.value: classes[c.value] for c in FailureClass if classes[c.value]},
-        "slowdowns": sum(1 for r in summary.results if _is_slow(r, summary.slowdown_max)),
+        "slowdowns": sum(1 for r in summary.results if _is_slow(r, summary)),
     }
 
 
-def _is_slow(result: CaseResult, slowdown_max: Optional[float]) -> bool:
+def _is_slow(result: CaseResult, s: RunSummary) -> bool:
     ratio = slowdown(result)
-    return slowdown_max is not None and ratio is not None and ratio > slowdown_max
+    if s.slowdown_max is None or ratio is None or ratio <= s.slowdown_max:
+        return False
+    then = float(result.drift.latency_ms_golden["mnn"])
+    return float(result.latency_ms["mnn"]) - then > s.slowdown_floor_ms
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------------
@@ -195,28 +199,82 @@ def _jsonable(value):
 def render_markdown(summary: RunSummary, limit: int = MARKDOWN_LIMIT) -> str:
     """GitHub-flavoured Markdown, summary first, failures before passes, under `limit` characters.
 
-    Detail is shed in steps until it fits: passes become counts, then failure details go, then long reasons are
-    cut; every failure keeps its table row until the last resort, which lists as many as fit and says how many
-    more are in the JSON report.
+    Detail is shed in steps until it fits: passes become counts; then per-output details are kept only for as
+    many failures as fit (in order); then long reasons are cut and the "what changed" table is capped. Every
+    failure keeps its table row until the last resort, which lists as many as fit and says how many more are in
+    the JSON report.
     """
     for level in range(4):
-        text = _markdown(summary, level)
-        if len(text) <= limit:
-            return text
-    problems = _problems(summary)
-    cap = len(problems)
+        try:
+            return _fill_details(summary, _markdown(summary, level, limit), limit)
+        except _TooLong:
+            pass
+    cap = len(_problems(summary))
     while cap > 0:
         cap //= 2
-        text = _markdown(summary, 4, failure_cap=cap)
-        if len(text) <= limit:
-            return text
-    return text[:limit]   # only reachable with a pathological header (e.g. a giant description)
+        try:
+            return _fill_details(summary, _markdown(summary, 4, limit, failure_cap=cap), limit, cap)
+        except _TooLong:
+            pass
+    # Only reachable with a pathological header (e.g. a giant description).
+    return _fill_details(summary, _markdown(summary, 4, None, failure_cap=0), limit, 0)[:limit]
 
 
-def _markdown(s: RunSummary, level: int, failure_cap: Optional[int] = None) -> str:
-    """level 0: everything; 1: passes as counts; 2: no failure details; 3: short reasons; 4: capped failures."""
+_DETAILS_SLOT = "\x00failure-details\x00"
+
+
+def _fill_details(s: RunSummary, text: str, limit: int, cap: Optional[int] = None) -> str:
+    """Where a shrunk report left out failure details, put back as many as the remaining room allows, in order."""
+    if _DETAILS_SLOT not in text:
+        return text
+    problems = _problems(s)[:cap]
+    room = limit - (len(text) - len(_DETAILS_SLOT))
+
+    def note(omitted: int, any_shown: bool) -> str:
+        return (f"Per-output metrics of {'the other' if any_shown else 'all'} {omitted} failures omitted to fit "
+                f"a comment: full details in `{s.suite}.json`.")
+
+    room -= len(note(len(problems), True)) + 1
+    blocks: list[str] = []
+    for r in problems:
+        block = "\n".join(_case_details_md(r, s))
+        if len(block) + 1 > room:
+            break
+        blocks.append(block)
+        room -= len(block) + 1
+    if len(blocks) < len(problems):
+        blocks.append(note(len(problems) - len(blocks), bool(blocks)))
+    return text.replace(_DETAILS_SLOT, "\n".join(blocks))
+
+
+class _TooLong(Exception):
+    pass
+
+
+class _Lines(list):
+    """Lines of a report that give up as soon as they pass the limit: a doomed level is not rendered in full."""
+
+    def __init__(self, limit: Optional[int]):
+        super().__init__()
+        self.limit, self.size = limit, 0
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        self.size += len(line) + 1
+        if self.limit is not None and self.size > self.limit:
+            raise _TooLong
+
+    def __iadd__(self, lines):
+        for line in lines:
+            self.append(line)
+        return self
+
+
+def _markdown(s: RunSummary, level: int, limit: Optional[int], failure_cap: Optional[int] = None) -> str:
+    """level 0: everything; 1: passes as counts; 2: failure details only as many as fit (see _fill_details);
+    3: short reasons, capped changes; 4: capped failure rows. Raises _TooLong once the text passes `limit`."""
     json_name = f"{s.suite}.json"
-    out: list[str] = []
+    out = _Lines(limit)
     status = exit_status([s])
     out.append(f"# mnn-parity: {s.suite} {'❌' if status else '✅'}")
     out.append("")
@@ -240,9 +298,9 @@ def _markdown(s: RunSummary, level: int, failure_cap: Optional[int] = None) -> s
             out.append("")
         if level < 2:
             for r in problems:
-                out += _case_details_md(r, s)
-        elif problems:
-            out.append(f"Per-output metrics omitted to fit a comment: full details in `{json_name}`.")
+                out += _case_details_md(r, s)   # raises _TooLong early when the details cannot fit
+        else:
+            out.append(_DETAILS_SLOT)   # filled by _fill_details with as many as fit
             out.append("")
 
     out += _warnings_md(s, level)
@@ -388,7 +446,7 @@ def _case_row(r: CaseResult, s: RunSummary, short: bool) -> list[str]:
     reason = r.reason.strip().splitlines()[0] if r.reason.strip() else ""
     return [_cell(r.model), _cell(r.case), _cell(r.backend), f"**{Verdict(r.verdict).value}**",
             _cell(_value(r.failure_class) or ""), _cell(_short(reason, 100 if short else _REASON_CELL_MAX)),
-            *_latency_cells(r, s.slowdown_max)]
+            *_latency_cells(r, s)]
 
 
 def _pass_row(r: CaseResult, s: RunSummary) -> list[str]:
@@ -396,7 +454,7 @@ def _pass_row(r: CaseResult, s: RunSummary) -> list[str]:
     mx = [o.max_abs for o in r.outputs if o.max_abs is not None]
     return [_cell(r.model), _cell(r.case), _cell(r.backend), Verdict(r.verdict).value,
             _value(r.drift.drift_class) if r.drift is not None else "–",
-            _fmt_cos(min(cos)) if cos else "–", _fmt_e(max(mx)) if mx else "–", *_latency_cells(r, s.slowdown_max)]
+            _fmt_cos(min(cos)) if cos else "–", _fmt_e(max(mx)) if mx else "–", *_latency_cells(r, s)]
 
 
 def _group_rows(group: list[CaseResult]) -> list[list[str]]:
@@ -413,14 +471,14 @@ def _group_rows(group: list[CaseResult]) -> list[list[str]]:
     return rows
 
 
-def _latency_cells(r: CaseResult, slowdown_max: Optional[float]) -> list[str]:
+def _latency_cells(r: CaseResult, s: RunSummary) -> list[str]:
     mnn = r.latency_ms.get("mnn")
     ref = r.latency_ms.get("reference")
     ratio = slowdown(r)
     change = "–"
     if ratio is not None:
         change = f"{(ratio - 1) * 100:+.0f}%"
-        if slowdown_max is not None and ratio > slowdown_max:
+        if _is_slow(r, s):
             change += " ⚠️ slower"
     return [_fmt_ms(mnn), _fmt_ms(ref), change]
 
@@ -471,7 +529,12 @@ def _outputs_table(outputs: Sequence[OutputComparison]) -> str:
 
 
 def _output_cells(o: OutputComparison) -> list[str]:
-    shape = _shape(o.ref_shape) if o.ref_shape == o.mnn_shape else f"{_shape(o.ref_shape)} → {_shape(o.mnn_shape)}"
+    if o.mnn_dtype == "missing":   # the pipeline's marker for an output MNN did not return at all
+        shape = f"{_shape(o.ref_shape)} → missing"
+    elif o.ref_shape == o.mnn_shape:
+        shape = _shape(o.ref_shape)
+    else:
+        shape = f"{_shape(o.ref_shape)} → {_shape(o.mnn_shape)}"
     dtype = o.ref_dtype if o.ref_dtype == o.mnn_dtype else f"{o.ref_dtype} → {o.mnn_dtype}"
     topk = "–"
     if o.topk_agreement is not None:
@@ -656,8 +719,8 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def _text(s: str) -> str:
-    """Plain text safe in Markdown prose: no raw HTML tags from case names or reasons."""
-    return html.escape(str(s), quote=False)
+    """Plain text safe in Markdown prose: no raw HTML tags from case names or reasons ('>' stays readable)."""
+    return str(s).replace("&", "&amp;").replace("<", "&lt;")
 
 
 def _cell(s) -> str:

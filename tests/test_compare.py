@@ -1,0 +1,327 @@
+"""Comparison metrics and failure classes, on small arrays whose answers can be worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from runner.compare import DEAD_ZERO_ABS, REL_FLOOR, TopK, compare_arrays, compare_output, cosine, judge
+from runner.results import FailureClass, OutputComparison
+from runner.tolerance import Tolerance
+
+LOOSE = Tolerance(atol=1e-4, rtol=1e-3, cosine_min=0.0, mismatch_max=1.0)   # isolates top-k from other checks
+
+
+def f32(*values):
+    return np.array(values, dtype=np.float32)
+
+
+# --- metrics -----------------------------------------------------------------------------------------------------
+
+def test_metrics_by_hand():
+    ref = np.array([1.0, 2.0, -4.0, 0.5])
+    mnn = np.array([1.0, 2.5, -4.0, 0.25])
+    c = compare_output("y", ref, mnn, Tolerance(atol=0.1, rtol=0.1))
+    # |d| = [0, .5, 0, .25]; limits atol + rtol|ref| = [.2, .3, .5, .15] → elements 1 and 3 are outside.
+    assert c.max_abs == 0.5
+    assert c.mean_abs == pytest.approx(0.1875, abs=0)
+    assert c.max_rel == 0.5            # 0.25 / 0.5
+    assert c.mismatch_fraction == 0.5
+    expected_cos = 22.125 / math.sqrt(21.25 * 23.3125)
+    assert c.cosine == pytest.approx(expected_cos, rel=1e-14)
+    assert (c.ref_shape, c.mnn_shape, c.ref_dtype, c.mnn_dtype) == ((4,), (4,), "float64", "float64")
+    assert c.failure_class is FailureClass.OUT_OF_TOLERANCE
+    assert c.reason == f"max abs 5.0e-01 > atol 0.1 on 50% of elements (cosine {expected_cos:.5f})"
+    assert not c.passed
+
+
+def test_identical_outputs_pass_with_zero_error():
+    x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(2, 3, 4)
+    c = compare_output("y", x, x.copy(), Tolerance())
+    assert (c.max_abs, c.max_rel, c.mean_abs, c.mismatch_fraction, c.cosine) == (0.0, 0.0, 0.0, 0.0, 1.0)
+    assert c.passed and c.reason == ""
+    assert c.topk_agreement is None
+
+
+def test_computation_is_float64_not_the_outputs_dtype():
+    # In float16, 1 + 1e-4 rounds to 1: a float16 subtraction would report zero error.
+    ref = np.array([1.0, 2.0], dtype=np.float16)
+    mnn = np.array([1.0, 2.0], dtype=np.float32) + np.float32(1e-4)
+    c = compare_output("y", ref, mnn, Tolerance())
+    assert c.max_abs == pytest.approx(1e-4, rel=1e-3)
+    assert (c.ref_dtype, c.mnn_dtype) == ("float16", "float32")
+
+
+def test_relative_error_uses_a_floor_where_the_reference_is_zero():
+    c = compare_output("y", np.array([0.0, 1.0]), np.array([1e-3, 1.0]), Tolerance(atol=1e-4))
+    assert c.max_rel == pytest.approx(1e-3 / 1e-4)          # the floor is atol where the reference is ~0
+    exact = compare_output("y", np.array([0.0, 1.0]), np.array([1e-3, 1.0]), Tolerance(atol=0.0))
+    assert exact.max_rel == pytest.approx(1e-3 / REL_FLOOR)  # atol 0: float32's smallest normal keeps it finite
+    assert math.isfinite(c.max_rel)
+
+
+def test_within_atol_plus_rtol_is_not_a_mismatch():
+    ref = np.array([100.0, 0.0])
+    mnn = np.array([100.0 + 0.1, 0.0])   # 0.1 <= 1e-4 + 1e-3 * 100 = 0.1001
+    c = compare_output("y", ref, mnn, Tolerance())
+    assert c.mismatch_fraction == 0.0
+    assert c.passed
+
+
+# --- cosine ------------------------------------------------------------------------------------------------------
+
+def test_cosine_special_cases():
+    assert cosine(np.zeros(3), np.zeros(3)) == 1.0
+    assert cosine(np.zeros(3), np.ones(3)) == 0.0
+    assert cosine(np.ones(3), np.zeros(3)) == 0.0
+    assert cosine(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == 0.0
+    assert cosine(np.array([1.0, 2.0]), np.array([-1.0, -2.0])) == -1.0
+    # The squares of 1e200 overflow float64; scaling first keeps the answer.
+    assert cosine(np.array([1e200, 1e200]), np.array([2e200, 2e200])) == pytest.approx(1.0)
+    assert cosine(np.array([1e-200, 0.0]), np.array([1e-200, 1e-200])) == pytest.approx(math.sqrt(0.5))
+
+
+def test_identical_outputs_have_a_cosine_of_exactly_one():
+    x = np.random.default_rng(7).standard_normal((3, 50, 7)).astype(np.float32)
+    assert cosine(x, x.copy()) == 1.0
+    assert compare_output("y", x, x.copy(), Tolerance(cosine_min=1.0)).passed
+
+
+def test_both_all_zero_outputs_pass():
+    c = compare_output("y", np.zeros(5, np.float32), np.zeros(5, np.float32), Tolerance())
+    assert c.cosine == 1.0 and c.passed
+
+
+def test_cosine_only_failure_names_cosine():
+    ref = np.array([1.0, 2.0, 3.0, 4.0])
+    mnn = np.array([1.0, 2.0, 3.0, 3.0])   # one element off: allowed by mismatch_max, not by cosine_min
+    c = compare_output("y", ref, mnn, Tolerance(mismatch_max=0.5, cosine_min=0.9999))
+    assert c.mismatch_fraction == 0.25
+    assert c.cosine < 0.9999
+    assert c.failure_class is FailureClass.OUT_OF_TOLERANCE
+    assert c.reason.startswith(f"cosine {c.cosine:.5f} < 0.9999")
+
+
+def test_cosine_is_not_judged_inside_the_absolute_noise_floor():
+    # Direction is meaningless for values far below atol (DESIGN §2: degenerate inputs).
+    c = compare_output("y", np.array([1e-6, -1e-6]), np.array([-1e-6, 1e-6]), Tolerance())
+    assert c.cosine == -1.0
+    assert c.mismatch_fraction == 0.0
+    assert c.passed
+
+
+# --- shape -------------------------------------------------------------------------------------------------------
+
+def test_shape_mismatch_reports_both_shapes_and_no_metrics():
+    ref = np.zeros((1, 3, 416, 416), np.float32)
+    mnn = np.zeros((3, 1, 416, 416), np.float32)
+    c = compare_output("images", ref, mnn, Tolerance())
+    assert c.failure_class is FailureClass.SHAPE_MISMATCH
+    assert (c.ref_shape, c.mnn_shape) == ((1, 3, 416, 416), (3, 1, 416, 416))
+    assert c.reason == "shape (3, 1, 416, 416) vs reference (1, 3, 416, 416)"
+    assert c.max_abs is None and c.cosine is None and c.mismatch_fraction is None
+
+
+def test_same_size_different_shape_is_still_a_mismatch():
+    c = compare_output("y", np.zeros((2, 3)), np.zeros((3, 2)), Tolerance())
+    assert c.failure_class is FailureClass.SHAPE_MISMATCH
+
+
+# --- non-finite ----------------------------------------------------------------------------------------------------
+
+def test_nan_and_inf_only_in_mnn_fail_as_nan_inf():
+    c = compare_output("y", f32(1, 2, 3, 4), f32(np.nan, 2, np.inf, 4), Tolerance())
+    assert (c.nan_ref, c.inf_ref, c.nan_mnn, c.inf_mnn) == (0, 0, 1, 1)
+    assert c.failure_class is FailureClass.NAN_INF
+    assert c.reason == "2 non-finite where the reference is finite (NaN 1, Inf 1)"
+    # metrics stay meaningful on the finite positions
+    assert c.max_abs == 0.0
+    assert c.mismatch_fraction == 0.5
+
+
+def test_nan_at_the_same_positions_on_both_sides_is_not_a_failure():
+    ref = f32(np.nan, 1, 2, -np.inf)
+    mnn = f32(np.nan, 1, 2, -np.inf)
+    c = compare_output("y", ref, mnn, Tolerance())
+    assert (c.nan_ref, c.nan_mnn, c.inf_ref, c.inf_mnn) == (1, 1, 1, 1)
+    assert c.mismatch_fraction == 0.0
+    assert c.cosine == 1.0
+    assert c.passed
+
+
+def test_inf_of_opposite_sign_is_a_mismatch_not_nan_inf():
+    c = compare_output("y", f32(np.inf, 1, 2, 3), f32(-np.inf, 1, 2, 3), Tolerance())
+    assert c.mismatch_fraction == 0.25
+    assert c.failure_class is FailureClass.OUT_OF_TOLERANCE
+
+
+def test_nan_only_in_the_reference_is_a_mismatched_element():
+    c = compare_output("y", f32(np.nan, 1, 2, 3), f32(0, 1, 2, 3), Tolerance())
+    assert c.nan_ref == 1 and c.nan_mnn == 0
+    assert c.mismatch_fraction == 0.25
+    assert c.failure_class is FailureClass.OUT_OF_TOLERANCE
+
+
+# --- dead output -----------------------------------------------------------------------------------------------------
+
+def test_denormal_garbage_is_a_dead_output():
+    # The DESIGN §2 example: a tensor read before MNN copied it to host.
+    ref = f32(1.17, -0.91)
+    mnn = f32(4.17e-38, 0.0)
+    c = compare_output("logits", ref, mnn, Tolerance())
+    assert float(np.abs(mnn).max()) <= DEAD_ZERO_ABS
+    assert c.failure_class is FailureClass.DEAD_OUTPUT
+    assert c.reason.startswith("all zero (max |x| 4.17e-38)")
+    assert "[-0.91, 1.17]" in c.reason
+
+
+def test_constant_output_against_a_varying_reference_is_dead():
+    c = compare_output("p", f32(0.2, 0.5, 0.3), f32(0.33, 0.33, 0.33), Tolerance())
+    assert c.failure_class is FailureClass.DEAD_OUTPUT
+    assert c.reason.startswith("constant 0.33")
+
+
+def test_constant_output_within_tolerance_of_a_nearly_constant_reference_is_not_dead():
+    ref = np.array([1.0, 1.0 + 1e-7, 1.0])
+    c = compare_output("p", ref, np.ones(3), Tolerance())
+    assert c.passed
+
+
+def test_zero_output_against_a_constant_nonzero_reference_is_out_of_tolerance_not_dead():
+    c = compare_output("y", np.full(4, 2.0), np.zeros(4), Tolerance())
+    assert c.failure_class is FailureClass.OUT_OF_TOLERANCE
+
+
+def test_nan_inf_outranks_dead_output():
+    c = compare_output("y", f32(1.0, -1.0, 0.5), f32(0.0, 0.0, np.nan), Tolerance())
+    assert c.failure_class is FailureClass.NAN_INF
+
+
+# --- top-k -----------------------------------------------------------------------------------------------------------
+
+def test_real_flip_and_near_ties_are_counted_apart():
+    ref = np.array([[0.6, 0.4],      # real flip: gap 0.2 > limit 7e-4 and > max error 0.11
+                    [0.5, 0.4996],   # near tie by tolerance: gap 4e-4 <= 1e-4 + 1e-3*0.5
+                    [0.5, 0.49],     # near tie by error: gap 0.01 <= max error 0.02
+                    [0.1, 0.9]])     # agrees
+    mnn = np.array([[0.49, 0.51],
+                    [0.4997, 0.5],
+                    [0.48, 0.495],
+                    [0.1, 0.9]])
+    c = compare_output("cls", ref, mnn, LOOSE, TopK(k=1, axis=1))
+    assert c.topk_flips == 1
+    assert c.near_tie_flips == 2
+    assert c.topk_agreement == 0.25
+    assert c.failure_class is FailureClass.TOPK_FLIP
+    assert c.reason == "top-1 flipped at 1 of 4 positions along axis 1 (2 near-tie flips ignored)"
+
+
+def test_near_tie_flips_alone_do_not_fail():
+    ref = np.array([[0.5, 0.4996], [0.1, 0.9]])
+    mnn = np.array([[0.4997, 0.5], [0.1, 0.9]])
+    c = compare_output("cls", ref, mnn, LOOSE, TopK(k=1, axis=-1))
+    assert (c.topk_flips, c.near_tie_flips, c.topk_agreement) == (0, 1, 0.5)
+    assert c.passed
+
+
+def test_topk_on_another_axis_matches_the_transposed_case():
+    ref = np.array([[0.6, 0.4], [0.5, 0.4996], [0.1, 0.9]])
+    mnn = np.array([[0.49, 0.51], [0.4997, 0.5], [0.1, 0.9]])
+    a = compare_output("cls", ref, mnn, LOOSE, TopK(k=1, axis=1))
+    b = compare_output("cls", ref.T, mnn.T, LOOSE, TopK(k=1, axis=0))
+    assert (a.topk_flips, a.near_tie_flips, a.topk_agreement) == (b.topk_flips, b.near_tie_flips, b.topk_agreement)
+    assert (a.topk_flips, a.near_tie_flips) == (1, 1)
+
+
+def test_top2_compares_sets_and_checks_the_boundary_gap():
+    ref = np.array([[0.5, 0.3, 0.2, 0.0]])
+    # Same top-2 set in a different order: agreement, no flip.
+    same = compare_output("s", ref, np.array([[0.3, 0.5, 0.2, 0.0]]), LOOSE, TopK(k=2))
+    assert (same.topk_agreement, same.topk_flips, same.near_tie_flips) == (1.0, 0, 0)
+    # Class 2 replaces class 1: gap 0.3-0.2 = 0.1, max error 0.11 → near tie.
+    tie = compare_output("s", ref, np.array([[0.5, 0.19, 0.31, 0.0]]), LOOSE, TopK(k=2))
+    assert (tie.topk_agreement, tie.topk_flips, tie.near_tie_flips) == (0.0, 0, 1)
+    # Same swap with a max error of 0.06 < 0.1: a real flip.
+    real = compare_output("s", ref, np.array([[0.5, 0.24, 0.26, 0.0]]), LOOSE, TopK(k=2))
+    assert (real.topk_agreement, real.topk_flips, real.near_tie_flips) == (0.0, 1, 0)
+    assert real.failure_class is FailureClass.TOPK_FLIP
+
+
+def test_out_of_tolerance_outranks_topk_flip():
+    ref = np.array([[0.6, 0.4]])
+    mnn = np.array([[0.49, 0.51]])
+    c = compare_output("cls", ref, mnn, Tolerance(), TopK())
+    assert c.topk_flips == 1
+    assert c.failure_class is FailureClass.OUT_OF_TOLERANCE
+
+
+# --- integer and bool outputs ---------------------------------------------------------------------------------------
+
+def test_integer_outputs_compare_exactly_with_zero_tolerance():
+    ref = np.array([1, 2, 3, 4], dtype=np.int64)
+    mnn = np.array([1, 2, 3, 5], dtype=np.int32)   # MNN returns int32 where ONNX says int64 (DESIGN §3)
+    c = compare_output("ids", ref, mnn, Tolerance(atol=0, rtol=0, cosine_min=0.0))
+    assert (c.ref_dtype, c.mnn_dtype) == ("int64", "int32")
+    assert (c.max_abs, c.mean_abs, c.mismatch_fraction) == (1.0, 0.25, 0.25)
+    assert c.max_rel == 0.25
+    assert c.failure_class is FailureClass.OUT_OF_TOLERANCE
+    ok = compare_output("ids", ref, ref.astype(np.int32), Tolerance(atol=0, rtol=0))
+    assert ok.passed and ok.max_abs == 0.0
+
+
+def test_all_zero_argmax_is_dead():
+    c = compare_output("argmax", np.array([3, 1, 4, 1], np.int64), np.zeros(4, np.int32), Tolerance())
+    assert c.failure_class is FailureClass.DEAD_OUTPUT
+
+
+def test_bool_outputs():
+    c = compare_output("mask", np.array([True, False, True]), np.array([True, True, True]), Tolerance(atol=0, rtol=0))
+    assert c.mismatch_fraction == pytest.approx(1 / 3)
+    assert not c.passed
+
+
+def test_non_numeric_outputs_are_refused():
+    with pytest.raises(TypeError, match="cannot compare"):
+        compare_output("s", np.array(["a"]), np.array(["a"]), Tolerance())
+
+
+def test_scalar_and_empty_outputs():
+    s = compare_output("n", np.array(3.0), np.array(3.0), Tolerance(), TopK())
+    assert s.passed and s.topk_agreement is None and s.ref_shape == ()
+    e = compare_output("e", np.zeros((0, 4)), np.zeros((0, 4)), Tolerance())
+    assert e.passed and e.mismatch_fraction == 0.0
+
+
+# --- judge and compare_arrays ---------------------------------------------------------------------------------------
+
+def _fail(name: str, cls: FailureClass) -> OutputComparison:
+    return OutputComparison(name=name, ref_shape=(1,), mnn_shape=(1,), ref_dtype="float32", mnn_dtype="float32",
+                            tolerance=Tolerance(), failure_class=cls, reason=f"{cls.value} detail")
+
+
+def test_judge_picks_the_most_fundamental_class_and_names_the_output():
+    outs = [_fail("a", FailureClass.TOPK_FLIP), _fail("b", FailureClass.OUT_OF_TOLERANCE),
+            _fail("c", FailureClass.NAN_INF), _fail("d", FailureClass.DEAD_OUTPUT)]
+    cls, reason = judge(outs)
+    assert cls is FailureClass.NAN_INF
+    assert reason == "c: nan-inf detail (+3 more failing outputs)"
+    cls, reason = judge([_fail("x", FailureClass.OUT_OF_TOLERANCE), _fail("y", FailureClass.SHAPE_MISMATCH)])
+    assert cls is FailureClass.SHAPE_MISMATCH and reason == "y: shape-mismatch detail (+1 more failing output)"
+
+
+def test_judge_with_real_comparisons():
+    good = compare_output("boxes", f32(1, 2, 3), f32(1, 2, 3), Tolerance())
+    dead = compare_output("scores", f32(1.17, -0.91), f32(0, 0), Tolerance())
+    cls, reason = judge([good, dead])
+    assert cls is FailureClass.DEAD_OUTPUT
+    assert reason.startswith("scores: all zero")
+    cls, reason = judge([good])
+    assert cls is None and reason == "within tolerance (max abs 0.0e+00, cosine 1.000000)"
+    assert judge([]) == (None, "no outputs compared")
+
+
+def test_compare_arrays_is_compare_output_with_a_default_name():
+    a, b = f32(1, 2, 3), f32(1, 2, 3.5)
+    assert compare_arrays(a, b, Tolerance()) == compare_output("", a, b, Tolerance())
+    assert compare_arrays(a, b, Tolerance(), name="golden").name == "golden"
