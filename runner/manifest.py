@@ -277,7 +277,8 @@ def onnx_signature(path: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
 
     def shape_of(value_info) -> tuple:
         dims = value_info.type.tensor_type.shape.dim
-        return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+        # some exporters write -1 rather than a symbolic name for a dynamic dimension
+        return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
 
     inputs = {vi.name: shape_of(vi) for vi in model.graph.input if vi.name not in initializers}
     outputs = {vi.name: shape_of(vi) for vi in model.graph.output}

@@ -485,9 +485,13 @@ def _clip(x: np.ndarray, o: dict) -> np.ndarray:
 
 def _frame(x: np.ndarray, o: dict) -> np.ndarray:
     _need_rank(x, (1,), "a 1-D signal")
-    size, hop, n = o["size"], o["hop"], x.shape[0]
-    if n == 0:
+    size, hop = o["size"], o["hop"]
+    if x.shape[0] == 0:
         raise _Invalid("the signal is empty")
+    if o["pad_start"]:
+        # Streaming models see the tail of the previous chunk as context (Silero VAD: 64 samples, zeros at first).
+        x = np.concatenate([np.zeros(o["pad_start"], dtype=x.dtype), x])
+    n = x.shape[0]
     if o["pad"]:
         # Enough frames to cover every sample; the tail is zero-padded.
         n_frames = -(-max(n - size, 0) // hop) + 1
@@ -552,7 +556,8 @@ _STEPS: dict[str, _StepDef] = {s.name: s for s in [
     _StepDef("reshape", "transform", None, _integer_list(-1), _reshape),
     _StepDef("transpose", "transform", None, _integer_list(0), _transpose),
     _StepDef("clip", "transform", {"min": (_number, None), "max": (_number, None)}, None, _clip, needs_one=True),
-    _StepDef("frame", "transform", {"size": (_SIZE, 512), "hop": (_SIZE, 512), "pad": (_boolean, True)},
+    _StepDef("frame", "transform", {"size": (_SIZE, 512), "hop": (_SIZE, 512), "pad": (_boolean, True),
+                                    "pad_start": (_integer(0), 0)},
              None, _frame),
 ]}
 

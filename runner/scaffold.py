@@ -32,7 +32,8 @@ def describe_model(path: Path) -> tuple[list[dict], list[dict]]:
 
     def describe(value_info) -> dict:
         tensor = value_info.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+                for d in tensor.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "float32"
         return {"name": value_info.name, "shape": dims, "dtype": dtype}
 

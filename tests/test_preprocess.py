@@ -478,3 +478,10 @@ def test_degenerate_reason():
     assert "NaN" in degenerate_reason(np.float32([1, np.nan, np.inf]))
     assert degenerate_reason(np.zeros(8, np.int64)) is None             # ids and masks are constant by nature
     assert degenerate_reason(np.float32([3.0])) is None
+
+
+def test_frame_pad_start_gives_each_frame_the_previous_context():
+    """Silero VAD's framing: 64 samples of context + 512 new ones; here 2 + 3 on a 7-sample signal."""
+    signal = np.arange(1, 8, dtype=np.float32)
+    frames = run_pipeline([{"frame": {"size": 5, "hop": 3, "pad_start": 2}}], signal)
+    np.testing.assert_array_equal(frames, [[0, 0, 1, 2, 3], [2, 3, 4, 5, 6], [5, 6, 7, 0, 0]])
