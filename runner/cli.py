@@ -108,6 +108,10 @@ def _options(args, env):
                       jobs=args.jobs or os.cpu_count() or 1)
 
 
+def _goldens_dir(args) -> Path:
+    return Path(args.goldens).resolve() if args.goldens else repo_root() / "goldens"
+
+
 def _progress(result) -> None:
     mark = {"PASS": ".", "XFAIL": "x", "XPASS": "X", "FAIL": "F", "ERROR": "E", "CRASH": "C"}[result.verdict.value]
     line = f"  {mark} {result.model}/{result.case} [{result.backend}] {result.verdict.value}"
@@ -141,7 +145,7 @@ def cmd_run(args) -> int:
     from runner.golden import GoldenStore, stale_keys
     from runner.report import RunSummary, atomic_write_text, exit_status, render_junit, terminal_summary, write_reports
 
-    store = GoldenStore(repo_root() / "goldens")
+    store = GoldenStore(_goldens_dir(args))
     summaries = []
     golden_errors: list[str] = []
     for suite_run in runs:
@@ -206,7 +210,7 @@ def cmd_bless(args) -> int:
         return status
     from runner.golden import GoldenError, GoldenStore
 
-    store = GoldenStore(repo_root() / "goldens")
+    store = GoldenStore(_goldens_dir(args))
     refused = 0
     for suite_run in runs:
         blessable = [r for r in suite_run.runs if r.result.verdict.value not in ("ERROR", "CRASH")]
@@ -223,6 +227,10 @@ def cmd_bless(args) -> int:
             return EXIT_SETUP
         say(f"blessed {len(written)} golden(s) for suite {suite_run.suite.name} under MNN "
             f"{suite_run.environment['mnn_version']}")
+    from runner.data import dvc_track
+
+    problem = dvc_track(repo_root(), "goldens") if not args.goldens else "a --goldens folder is not tracked"
+    say("goldens.dvc updated: commit it with your change" if not problem else f"goldens/ not tracked by DVC: {problem}")
     return EXIT_FAIL if refused else EXIT_OK
 
 
@@ -277,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", action="append", help="only this model (repeatable)")
         sub.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
         sub.add_argument("--jobs", type=int, default=0, help="models run in parallel (default: core count)")
+        sub.add_argument("--goldens", metavar="DIR", help="golden store (default: goldens/, tracked by goldens.dvc)")
         if name == "run":
             sub.add_argument("--report-dir", help="where reports go (default: reports/)")
             sub.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")

@@ -299,6 +299,17 @@ def _dvc_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL, capture_output=True)
 
 
+def dvc_track(root: Path, folder: str) -> str:
+    """`dvc add FOLDER` (e.g. goldens/ after a bless), so FOLDER.dvc pins it; returns why not, or "" when done.
+
+    Only in a DVC repository: elsewhere (a scratch folder, a test) there is nothing to track it in.
+    """
+    if not (root / ".dvc").is_dir():
+        return "not a DVC repository"
+    done = _dvc_cli(root, "add", folder)
+    return "" if done.returncode == 0 else (done.stderr or done.stdout).strip().splitlines()[-1:][0]
+
+
 @dataclass(frozen=True)
 class DvcState:
     pinned: str            # the hash data.dvc records for data/

@@ -415,6 +415,14 @@ def _changes_md(s: RunSummary, level: int) -> list[str]:
     if quiet:
         lines.append("Also: " + ", ".join(quiet) + " (drifted = changed within tolerance; new = no golden yet).")
         lines.append("")
+    drifted = [r for r in _sorted(s.results)
+               if r.drift is not None and DriftClass(r.drift.drift_class) is DriftClass.DRIFTED]
+    if drifted and level < 2:
+        # within tolerance, but "by how much" is what an upgrade review asks: folded, so it costs no attention
+        rows = [[_cell(r.model), _cell(r.case), _cell(r.backend), _worst(r.drift.outputs), _worst(r.outputs)]
+                for r in drifted]
+        lines += [f"<details><summary>{len(drifted)} drifted within tolerance: how far</summary>", "",
+                  _table(["model", "case", "backend", "vs golden", "vs reference"], rows), "", "</details>", ""]
     if s.stale:
         names = [f"{m}/{c} [{b}]" for m, c, b in s.stale]
         shown = names if level < 1 or len(names) <= 20 else names[:20]

@@ -126,7 +126,9 @@ def test_what_changed_lists_only_changed_regressed_and_fixed(mixed):
     assert "doc-fail" in section and "**regressed**" in section and "PASS → FAIL" in section
     assert "doc-fixed" in section and "FAIL → PASS" in section
     assert "doc-changed" in section
-    assert "doc-pass" not in section and "doc-drifted" not in section
+    changed_table = section[:section.index("drifted within tolerance: how far")]
+    assert "doc-pass" not in section and "doc-drifted" not in changed_table
+    assert "doc-drifted" in section[section.index("drifted within tolerance: how far"):]   # folded, with magnitudes
     assert section.index("doc-fail") < section.index("doc-changed") < section.index("doc-fixed")
     assert "golden model hash differs: reconverted" in section
     assert "Stale goldens (no case left): 1 — det/old-doc [cpu-fp32]" in section
@@ -401,3 +403,15 @@ def test_junit_lists_stale_goldens_only_when_they_fail_the_run():
 def test_suite_names_that_are_not_file_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="cannot name a report file"):
         write_reports(summary([], suite="../escape"), tmp_path)
+
+
+def test_drifted_cases_say_how_far_they_moved_from_the_golden():
+    moved = Drift(drift_class=DriftClass.DRIFTED, golden_verdict="PASS", golden_mnn_version="3.0.0",
+                  outputs=(bad_output("sigmoid"),))
+    text = render_markdown(summary([case("det", "page", Verdict.PASS, drift=moved),
+                                    case("det", "text", Verdict.PASS, drift=drift(DriftClass.IDENTICAL))]))
+    changes = text[text.index("## What changed"):]
+    assert "1 drifted within tolerance: how far" in changes
+    row = next(line for line in changes.splitlines() if line.startswith("| det ") and "page" in line)
+    assert "3.20e-02" in row                      # the golden comparison's max abs, not the reference's
+    assert "| text " not in changes.split("## Passes")[0].split("how far")[1]
