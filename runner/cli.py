@@ -57,8 +57,8 @@ def cmd_validate(args) -> int:
     if problems:
         return EXIT_SETUP
     for suite in suites:
-        cases = sum(1 for _ in suite.models)
-        say(f"ok: {suite.path} — suite {suite.name!r}, {cases} model(s), backends {', '.join(suite.backends)}")
+        say(f"ok: {suite.path} — suite {suite.name!r}, {len(suite.models)} model(s), "
+            f"backends {', '.join(suite.backends)}")
     return EXIT_OK
 
 
@@ -259,7 +259,11 @@ def cmd_data(args) -> int:
                 say(line)
             return EXIT_SETUP if differences else EXIT_OK
         report = data.restore(root)
-        say(str(report))
+        fetched = (f", rebuilt from {len(report.downloaded)} pinned wheels ({report.downloaded_bytes / 1e6:.1f} MB)"
+                   if report.downloaded else "")
+        say(f"data/: {report.action}, {report.files} files match data.dvc{fetched}")
+        for note in report.notes:
+            say(f"  {note}")
         return EXIT_OK
     except data.DataError as error:
         say(f"data: {error}")

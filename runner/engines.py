@@ -57,10 +57,12 @@ def limit_child(memory_mb: int):
     return apply
 
 
+MEMORY_WORDS = ("bad_alloc", "MemoryError", "Cannot allocate memory", "out of memory", "Alloc buffer error")
+
+
 def describe_exit(returncode: int, stderr_tail: str, limits: Limits) -> str:
     """Name how a worker died, in the terms a user searches for."""
-    memory_words = ("bad_alloc", "MemoryError", "Cannot allocate memory", "out of memory")
-    if any(word in stderr_tail for word in memory_words):
+    if any(word in stderr_tail for word in MEMORY_WORDS):
         return f"memory cap of {limits.memory_mb} MiB exceeded"
     if returncode < 0:
         try:
@@ -145,6 +147,8 @@ class EngineProcess:
         self._proc.wait()
 
     def _call(self, request: dict) -> dict:
+        self._stderr.flush()
+        log_start = self._stderr_path.stat().st_size
         try:
             self._proc.stdin.write((json.dumps(request) + "\n").encode())
             self._proc.stdin.flush()
@@ -166,5 +170,18 @@ class EngineProcess:
             raise EngineCrash(describe_exit(returncode, self.log_tail(), self.limits))
         reply = json.loads(line)
         if not reply.get("ok"):
-            raise EngineError(reply.get("error", "unknown engine error"))
+            said = self._log_since(log_start)
+            error = reply.get("error", "unknown engine error") + (f" — engine log: {said}" if said else "")
+            if any(word in said for word in MEMORY_WORDS):
+                self._kill()   # an engine that failed to allocate is not trusted with the next case
+                raise EngineCrash(f"memory cap of {self.limits.memory_mb} MiB exceeded: {error}")
+            raise EngineError(error)
         return reply
+
+    def _log_since(self, offset: int) -> str:
+        """What the engine wrote to stderr during one call, on one line: MNN's only word on a failed forward."""
+        self._stderr.flush()
+        with open(self._stderr_path, "rb") as log:
+            log.seek(offset)
+            text = log.read(4000).decode("utf-8", "replace")
+        return " | ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -136,6 +136,9 @@ class MnnEngine:
         results = self.module.forward(vars_in)
         if not isinstance(results, (list, tuple)):
             results = [results]
+        if len(results) < len(self.output_names):
+            # MNN reports a failed forward (allocation, shape inference) only on stderr and returns nothing
+            raise RuntimeError(f"MNN's forward produced {len(results)} of {len(self.output_names)} outputs")
         outputs = {}
         for name, var in zip(self.output_names, results):
             if var.data_format == F.NC4HW4:

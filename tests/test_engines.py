@@ -1,0 +1,139 @@
+"""Engines in child processes with the real MNN and ONNX Runtime: results by name, and every way of dying named."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from runner.convert import ConvertFlags, ConverterEnv, convert
+from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec, Limits
+from tests import onnx_models
+
+ENV = ConverterEnv(Path(sys.executable), "3.6.1")
+
+
+def to_mnn(onnx_path: Path, tmp_path: Path, **flags) -> Path:
+    conversion = convert(onnx_path, ConvertFlags(**flags), ENV, tmp_path / "cache")
+    assert conversion.ok, conversion.reason
+    return conversion.mnn_model
+
+
+def save(path: Path, nodes, inputs, outputs, initializers=()) -> Path:
+    model = helper.make_model(helper.make_graph(nodes, path.stem, inputs, outputs, list(initializers)),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_mnn_matches_onnxruntime_by_name(tmp_path: Path):
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    x = np.random.RandomState(0).rand(1, 3, 8, 8).astype(np.float32)
+    with EngineProcess(EngineSpec("onnxruntime", model, (), ("y",))) as ort_engine:
+        ref, _ = ort_engine.infer({"x": x})
+    with EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("x",), ("y",),
+                                  {"device": "CPU", "precision": "high", "threads": 1})) as mnn_engine:
+        out, latency = mnn_engine.infer({"x": x}, warmup=1, repeat=3)
+        assert mnn_engine.version == "3.6.1"
+        assert mnn_engine.input_info["x"]["shape"] == [1, 3, 8, 8]
+    assert set(out) == {"y"} and out["y"].shape == (1, 4, 8, 8)
+    assert np.abs(out["y"] - ref["y"]).max() < 1e-5
+    assert latency is not None and latency > 0
+
+
+def test_nc4hw4_input_without_keep_input_format_still_computes_right(tmp_path: Path):
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    x = np.random.RandomState(1).rand(1, 3, 8, 8).astype(np.float32)
+    with EngineProcess(EngineSpec("onnxruntime", model, (), ("y",))) as ort_engine:
+        ref, _ = ort_engine.infer({"x": x})
+    with EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path, keep_input_format=False), ("x",), ("y",))) as e:
+        assert e.input_info["x"]["format"] == "NC4HW4"
+        out, _ = e.infer({"x": x})
+    assert np.abs(out["y"] - ref["y"]).max() < 1e-5
+
+
+def test_int64_inputs_are_cast_to_int32_for_mnn(tmp_path: Path):
+    """MNN.expr.const misreads int64 buffers; the worker must hand MNN int32 and get the right answer."""
+    model = save(tmp_path / "add.onnx", [helper.make_node("Add", ["a", "b"], ["y"])],
+                 [helper.make_tensor_value_info("a", TensorProto.INT64, [4]),
+                  helper.make_tensor_value_info("b", TensorProto.INT64, [4])],
+                 [helper.make_tensor_value_info("y", TensorProto.INT64, [4])])
+    feeds = {"a": np.array([1, -2, 3, 40000], np.int64), "b": np.array([10, 20, 30, 40], np.int64)}
+    with EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("a", "b"), ("y",))) as e:
+        out, _ = e.infer(feeds)
+    assert out["y"].tolist() == [11, 18, 33, 40040]
+
+
+def test_int64_input_outside_int32_is_refused_not_wrapped(tmp_path: Path):
+    model = save(tmp_path / "neg.onnx", [helper.make_node("Neg", ["a"], ["y"])],
+                 [helper.make_tensor_value_info("a", TensorProto.INT64, [2])],
+                 [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])
+    with EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("a",), ("y",))) as e:
+        with pytest.raises(EngineError, match="outside int32"):
+            e.infer({"a": np.array([1, 2**40], np.int64)})
+        out, _ = e.infer({"a": np.array([1, 2], np.int64)})       # the worker survives a refused input
+    assert out["y"].tolist() == [-1, -2]
+
+
+def test_sigfpe_is_a_crash_naming_the_signal_and_a_new_worker_runs(tmp_path: Path):
+    pool = to_mnn(onnx_models.maxpool_kernel_only(tmp_path / "pool.onnx"), tmp_path)
+    x = np.random.RandomState(2).rand(1, 3, 8, 8).astype(np.float32)
+    engine = EngineProcess(EngineSpec("mnn", pool, ("x",), ("y",)), Limits(timeout_s=30))
+    with pytest.raises(EngineCrash, match="killed by SIGFPE"):
+        engine.infer({"x": x})
+    assert not engine.alive
+    engine.close()
+    good = to_mnn(onnx_models.conv_relu(tmp_path / "conv.onnx"), tmp_path)
+    with EngineProcess(EngineSpec("mnn", good, ("x",), ("y",))) as fresh:
+        assert fresh.infer({"x": x})[0]["y"].shape == (1, 4, 8, 8)
+
+
+def test_allocation_beyond_the_memory_cap_is_a_crash_naming_the_cap(tmp_path: Path):
+    """MNN does not die when an allocation fails: it logs "Alloc buffer error" and returns no outputs."""
+    reps = numpy_helper.from_array(np.array([60000, 60000], np.int64), "reps")     # a 14 GB output
+    model = save(tmp_path / "balloon.onnx", [helper.make_node("Tile", ["x", "reps"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [60000, 480000])], [reps])
+    with pytest.raises(EngineCrash, match="memory cap of 2048 MiB exceeded.*Alloc buffer error"):
+        with EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("x",), ("y",)),
+                           Limits(timeout_s=60, memory_mb=2048)) as e:
+            e.infer({"x": np.ones((1, 8), np.float32)})
+
+
+def test_a_hang_is_a_crash_after_the_timeout(tmp_path: Path):
+    weights = numpy_helper.from_array(np.full((1024, 1024), 1e-3, np.float32), "w")
+    nodes, previous = [], "x"
+    for index in range(300):        # ~600 GFLOP: far beyond a one-second budget
+        nodes.append(helper.make_node("MatMul", [previous, "w"], [f"h{index}"]))
+        previous = f"h{index}"
+    nodes.append(helper.make_node("Identity", [previous], ["y"]))
+    model = save(tmp_path / "slow.onnx", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024, 1024])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])], [weights])
+    engine = EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("x",), ("y",)),
+                           Limits(timeout_s=1, memory_mb=4096))
+    with pytest.raises(EngineCrash, match="timeout: no answer within 1 s"):
+        engine.infer({"x": np.ones((1024, 1024), np.float32)})
+    assert not engine.alive
+    engine.close()
+
+
+def test_streaming_carries_state_between_frames(tmp_path: Path):
+    """acc_next = acc + x: streamed over frames, the carried state makes the output a running sum."""
+    model = save(tmp_path / "acc.onnx", [helper.make_node("Add", ["acc", "x"], ["acc_next"])],
+                 [helper.make_tensor_value_info("acc", TensorProto.FLOAT, [1, 2]),
+                  helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                 [helper.make_tensor_value_info("acc_next", TensorProto.FLOAT, [1, 2])])
+    frames = np.arange(8, dtype=np.float32).reshape(4, 1, 2)
+    feeds = {"x": frames, "acc": np.zeros((1, 2), np.float32)}
+    stream = {"input": "x", "carry": {"acc": "acc_next"}}
+    with EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("acc", "x"), ("acc_next",))) as e:
+        mnn, _ = e.infer(feeds, stream)
+    with EngineProcess(EngineSpec("onnxruntime", model, (), ("acc_next",))) as e:
+        ref, _ = e.infer(feeds, stream)
+    expected = np.cumsum(frames, axis=0)
+    np.testing.assert_array_equal(mnn["acc_next"], expected)
+    np.testing.assert_array_equal(ref["acc_next"], expected)
