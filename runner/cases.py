@@ -6,7 +6,6 @@ are built once per model. The same feeds go to ONNX Runtime and to MNN: preproce
 from __future__ import annotations
 
 import glob
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -66,13 +65,6 @@ def build_feeds(model: ModelSpec, case: Case, constants: dict[str, np.ndarray]) 
         if spec.files:
             feeds[name] = run_pipeline(list(spec.preprocess), case.source, label=case.label or None)
     return feeds
-
-
-def array_sha256(array: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    digest.update(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
 
 
 def shape_problem(name: str, feed: np.ndarray, declared: Optional[tuple], streamed: bool) -> Optional[str]:

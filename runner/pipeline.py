@@ -16,10 +16,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from runner.cases import Case, array_sha256, build_feeds, constant_feeds, list_cases, shape_problem
+from runner.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
 from runner.compare import TopK, compare_output, judge
-from runner.convert import Conversion, ConverterEnv, convert, sha256_file
+from runner.convert import Conversion, ConverterEnv, convert
 from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec
+from runner.hashing import array_sha256, sha256_file
 from runner.manifest import BackendSpec, ModelSpec, Suite, onnx_signature
 from runner.preprocess import PreprocessError, degenerate_reason
 from runner.results import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict

@@ -88,7 +88,7 @@ def render_manifest(model_rel: str, name: str, inputs: list[dict], outputs: list
         else:
             static = [d if isinstance(d, int) else 1 for d in spec["shape"]]
             lines += [
-                f"        preprocess:   # TODO a constant input; or give every input per case with `cases: *.npz`",
+                "        preprocess:   # TODO a constant input; or give every input per case with `cases: *.npz`",
                 f"          - zeros: {{shape: {static}, dtype: {spec['dtype']}}}",
             ]
     lines.append("    outputs:")
