@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,17 @@ class EngineProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             preexec_fn=limit_child(limits.memory_mb), env=child_env, close_fds=True,
         )
+        try:
+            self.load(spec)
+        except BaseException:
+            self.close()
+            raise
+
+    def load(self, spec: EngineSpec) -> None:
+        """Load a model, replacing the one held: a worker serves model after model of one engine configuration."""
         reply = self._call({"op": "load", "engine": spec.engine, "model": str(spec.model),
                             "inputs": list(spec.inputs), "outputs": list(spec.outputs), "config": spec.config})
+        self.spec = spec
         self.input_info = reply.get("inputs", {})
         self.output_names = reply.get("outputs", [])
         self.version = reply.get("version", "")
@@ -104,12 +114,11 @@ class EngineProcess:
         self.close()
 
     def close(self) -> None:
+        # A worker holds nothing worth a graceful exit, and waiting for MNN's teardown cost ~65 ms per worker.
         if self._proc.poll() is None:
-            try:
-                self._proc.stdin.close()
-                self._proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                self._kill()
+            self._kill()
+        self._proc.stdin.close()
+        self._proc.stdout.close()
         self._stderr.close()
         self._scratch.cleanup()
 
@@ -185,3 +194,47 @@ class EngineProcess:
             log.seek(offset)
             text = log.read(4000).decode("utf-8", "replace")
         return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def reuse_key(spec: EngineSpec) -> tuple:
+    return (spec.engine, str(spec.python), json.dumps(spec.config, sort_keys=True, default=str))
+
+
+class WorkerPool:
+    """Idle workers by engine configuration: the next model with the same engine, interpreter and runtime settings
+    is loaded into a running worker instead of a new one. Safe to share between the threads of a run."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self._idle: dict[tuple, EngineProcess] = {}
+        self._lock = threading.Lock()
+
+    def take(self, spec: EngineSpec) -> EngineProcess:
+        with self._lock:
+            worker = self._idle.pop(reuse_key(spec), None)
+        if worker is None or not worker.alive:
+            if worker is not None:
+                worker.close()
+            return EngineProcess(spec, self.limits)
+        try:
+            worker.load(spec)
+        except (EngineCrash, EngineError):
+            worker.close()
+            raise
+        return worker
+
+    def give_back(self, worker: EngineProcess) -> None:
+        if not worker.alive:
+            worker.close()
+            return
+        with self._lock:
+            spare = self._idle.pop(reuse_key(worker.spec), None)
+            self._idle[reuse_key(worker.spec)] = worker
+        if spare is not None:
+            spare.close()
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._idle = list(self._idle.values()), {}
+        for worker in workers:
+            worker.close()

@@ -19,7 +19,7 @@ import numpy as np
 from runner.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
 from runner.compare import TopK, compare_output, judge
 from runner.convert import Conversion, ConverterEnv, convert
-from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec
+from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
 from runner.hashing import array_sha256, sha256_file
 from runner.manifest import BackendSpec, ModelSpec, Suite, onnx_signature
 from runner.preprocess import PreprocessError, degenerate_reason
@@ -65,8 +65,12 @@ def run_suite(suite: Suite, options: RunOptions, progress: Progress = lambda res
     started, clock = now(), time.monotonic()
     models = [m for m in suite.models if options.models is None or m.name in options.models]
     env = environment(options)
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        outcomes = list(pool.map(lambda m: ModelRun(suite, m, options, env, progress).run(), models))
+    workers = WorkerPool(suite.limits)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+            outcomes = list(pool.map(lambda m: ModelRun(suite, m, options, env, progress, workers).run(), models))
+    finally:
+        workers.close()
     runs = [run for model_runs, _ in outcomes for run in model_runs]
     setup_errors = [error for _, errors in outcomes for error in errors]
     return SuiteRun(suite, runs, env, setup_errors, started, time.monotonic() - clock)
@@ -75,8 +79,10 @@ def run_suite(suite: Suite, options: RunOptions, progress: Progress = lambda res
 class ModelRun:
     """The work for one model; methods in the order they happen."""
 
-    def __init__(self, suite: Suite, model: ModelSpec, options: RunOptions, env: dict, progress: Progress):
+    def __init__(self, suite: Suite, model: ModelSpec, options: RunOptions, env: dict, progress: Progress,
+                 workers: WorkerPool):
         self.suite, self.model, self.options, self.env, self.progress = suite, model, options, env, progress
+        self.workers = workers
         self.backends = [b for b in suite.backends_for(model)
                          if options.backends is None or b.name in options.backends]
         self.runs: list[CaseRun] = []
@@ -154,14 +160,14 @@ class ModelRun:
                 results[case.name] = feeds
                 continue
             try:
-                worker = worker if worker and worker.alive else EngineProcess(spec, self.suite.limits)
+                worker = worker if worker and worker.alive else self.workers.take(spec)
                 self.env["onnxruntime_version"] = worker.version or self.env["onnxruntime_version"]
                 results[case.name] = worker.infer(feeds, self.model.stream, self.suite.latency.warmup,
                                                   self.suite.latency.repeat)
             except (EngineCrash, EngineError) as error:
                 results[case.name] = f"reference (ONNX Runtime) failed: {error}"
         if worker:
-            worker.close()
+            self.workers.give_back(worker)
         return results
 
     def _run_backend(self, backend, conversion: Conversion, prepared, references, output_names, onnx_inputs,
@@ -177,10 +183,10 @@ class ModelRun:
             ref_outputs, ref_latency = reference
             try:
                 if worker is None or not worker.alive:
-                    worker = EngineProcess(spec, self.suite.limits)
+                    worker = self.workers.take(spec)
                     problem = input_shape_problem(onnx_inputs, worker.input_info)
                     if problem:
-                        worker.close()
+                        self.workers.give_back(worker)
                         worker = None
                         self._emit(case.name, backend, Verdict.ERROR, problem, FailureClass.SHAPE_MISMATCH)
                         continue
@@ -204,7 +210,7 @@ class ModelRun:
                        warnings=input_warnings(feeds, self.model), latency_ms=latency,
                        ref_outputs=ref_outputs, mnn_outputs=mnn_outputs, provenance=case_provenance)
         if worker:
-            worker.close()
+            self.workers.give_back(worker)
 
     def _compare(self, name: str, ref: np.ndarray, mnn: Optional[np.ndarray], backend: str) -> OutputComparison:
         tolerance = self.suite.tolerance_for(self.model, name, backend)

@@ -137,3 +137,33 @@ def test_streaming_carries_state_between_frames(tmp_path: Path):
     expected = np.cumsum(frames, axis=0)
     np.testing.assert_array_equal(mnn["acc_next"], expected)
     np.testing.assert_array_equal(ref["acc_next"], expected)
+
+
+def test_a_pooled_worker_serves_the_next_model_and_a_crashed_one_is_replaced(tmp_path: Path):
+    from runner.engines import WorkerPool
+
+    x = np.random.RandomState(4).rand(1, 3, 8, 8).astype(np.float32)
+    conv = to_mnn(onnx_models.conv_relu(tmp_path / "conv.onnx"), tmp_path)
+    conv2 = to_mnn(onnx_models.conv_relu(tmp_path / "conv2.onnx", size=8), tmp_path, fp16=True)
+    pool_model = to_mnn(onnx_models.maxpool_kernel_only(tmp_path / "pool.onnx"), tmp_path)
+    pool = WorkerPool(Limits(timeout_s=30))
+    try:
+        first = pool.take(EngineSpec("mnn", conv, ("x",), ("y",), {"threads": 1}))
+        first_pid = first._proc.pid
+        pool.give_back(first)
+        second = pool.take(EngineSpec("mnn", conv2, ("x",), ("y",), {"threads": 1}))
+        assert second._proc.pid == first_pid and second.spec.model == conv2     # same process, new model
+        assert second.infer({"x": x})[0]["y"].shape == (1, 4, 8, 8)
+        pool.give_back(second)
+        other = pool.take(EngineSpec("mnn", conv, ("x",), ("y",), {"threads": 2}))
+        assert other._proc.pid != first_pid                                        # another config: its own worker
+        pool.give_back(other)
+        crashing = pool.take(EngineSpec("mnn", pool_model, ("x",), ("y",), {"threads": 1}))
+        with pytest.raises(EngineCrash):
+            crashing.infer({"x": x})
+        pool.give_back(crashing)                                                    # dead: not kept
+        fresh = pool.take(EngineSpec("mnn", conv, ("x",), ("y",), {"threads": 1}))
+        assert fresh._proc.pid != first_pid and fresh.infer({"x": x})[0]["y"].shape == (1, 4, 8, 8)
+        pool.give_back(fresh)
+    finally:
+        pool.close()
