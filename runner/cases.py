@@ -24,8 +24,9 @@ class Case:
 
 
 def list_cases(model: ModelSpec, root: Path) -> list[Case]:
-    pattern = model.cases or next(spec.files for spec in model.inputs.values() if spec.files)
-    files = sorted(Path(p) for p in glob.glob(str(root / pattern), recursive=True) if Path(p).is_file())
+    patterns = (model.cases,) if model.cases else next(spec.files for spec in model.inputs.values() if spec.files)
+    matched = {Path(p) for pattern in patterns for p in glob.glob(str(root / pattern), recursive=True)}
+    files = sorted(p for p in matched if p.is_file())
     if model.max_cases:
         files = files[: model.max_cases]
     stems = [f.stem for f in files]

@@ -158,7 +158,8 @@ def cmd_run(args) -> int:
         environment = {**suite_run.environment, "baseline_mnn_version": baseline}
         summary = RunSummary(suite=suite.name, description=suite.description, environment=environment,
                              results=[r.result for r in suite_run.runs], stale=stale, started=suite_run.started,
-                             duration_s=suite_run.duration_s, fail_on=set(args.fail_on))
+                             duration_s=suite_run.duration_s, fail_on=set(args.fail_on),
+                             slowdown_max=suite.latency.slowdown_max)
         report_dir = Path(args.report_dir) if args.report_dir else repo_root() / "reports"
         paths = write_reports(summary, report_dir)
         summaries.append(summary)

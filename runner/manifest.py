@@ -60,7 +60,7 @@ def format_path(parts: Iterable[Any]) -> str:
 @dataclass(frozen=True)
 class InputSpec:
     name: str
-    files: Optional[str] = None
+    files: Optional[tuple[str, ...]] = None     # globs; one case per file they match
     preprocess: tuple[dict, ...] = ()
     shape: Optional[tuple[Optional[int], ...]] = None
 
@@ -285,15 +285,21 @@ def onnx_signature(path: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
     return inputs, outputs
 
 
-def semantic_issues(data: dict, lines: dict, label: str, root: Path) -> list[ManifestIssue]:
+def semantic_issues(data: dict, lines: dict, label: str, root: Path,
+                    malformed: frozenset[int] = frozenset()) -> list[ManifestIssue]:
+    """Checks against the files and the models; entries in `malformed` (schema errors of their own) are skipped."""
     issues: list[ManifestIssue] = []
 
     def add(path: list, message: str) -> None:
         issues.append(ManifestIssue(label, format_path(path), line_of(lines, path), message))
 
-    backends = set((data.get("backends") or DEFAULT_BACKENDS).keys())
+    declared = data.get("backends") or DEFAULT_BACKENDS
+    backends = set(declared.keys()) if isinstance(declared, dict) else set()
+    models = data.get("models") if isinstance(data.get("models"), list) else []
     seen_models: set[str] = set()
-    for index, model in enumerate(data.get("models", [])):
+    for index, model in enumerate(models):
+        if index in malformed:
+            continue
         at = ["models", index]
         name = model.get("name")
         if name in seen_models:
@@ -327,13 +333,16 @@ def semantic_issues(data: dict, lines: dict, label: str, root: Path) -> list[Man
                 f"only one input may list files (one case per file); {file_inputs[0]!r} already does")
         if not model.get("cases") and not file_inputs:
             add(at + ["inputs"], "no cases: give one input `files:` or the model `cases:` (a glob of .npz files)")
-        for pattern_key, pattern_at in ([("cases", at + ["cases"])] if model.get("cases") else []) + \
-                [("files", at + ["inputs", n, "files"]) for n in file_inputs]:
-            pattern = model["cases"] if pattern_key == "cases" else inputs[pattern_at[-2]]["files"]
+        globs = [(at + ["cases"], model["cases"])] if model.get("cases") else []
+        for name in file_inputs:
+            files = inputs[name]["files"]
+            where = at + ["inputs", name, "files"]
+            globs += [(where, files)] if isinstance(files, str) else [(where + [i], p) for i, p in enumerate(files)]
+        for where, pattern in globs:
             if _inside(root, pattern.split("*")[0] or ".") is None:
-                add(pattern_at, f"glob {pattern!r} leaves the repository")
+                add(where, f"glob {pattern!r} leaves the repository")
             elif not glob.glob(str(root / pattern)):
-                add(pattern_at, f"glob {pattern!r} matches no file")
+                add(where, f"glob {pattern!r} matches no file")
         for input_name, spec in inputs.items():
             steps = spec.get("preprocess") or []
             first = next(iter(steps[0])) if steps and isinstance(steps[0], dict) and steps[0] else None
@@ -393,8 +402,9 @@ def load_suite(path: Path, root: Path) -> Suite:
     if not isinstance(data, dict):
         raise ManifestError([ManifestIssue(label, "", 1, "a manifest is a YAML mapping with `suite:` and `models:`")])
     issues = schema_issues(data, lines, label)
-    if not issues:
-        issues = semantic_issues(data, lines, label, root)
+    malformed = frozenset(int(m.group(1)) for issue in issues if (m := re.match(r"models\[(\d+)\]", issue.path)))
+    # every problem at once: a typo in one model does not hide a wrong input name in another
+    issues += semantic_issues(data, lines, label, root, malformed)
     if issues:
         raise ManifestError(issues)
     return _build(data, path, root)
@@ -407,7 +417,7 @@ def _build(data: dict, path: Path, root: Path) -> Suite:
         backends[name] = BackendSpec(name, runtime, dict(spec.get("tolerance") or {}))
     models = []
     for model in data["models"]:
-        inputs = {name: InputSpec(name, spec.get("files"), tuple(spec.get("preprocess") or ()),
+        inputs = {name: InputSpec(name, _globs(spec.get("files")), tuple(spec.get("preprocess") or ()),
                                   tuple(spec["shape"]) if spec.get("shape") is not None else None)
                   for name, spec in (model.get("inputs") or {}).items()}
         outputs = {name: OutputSpec(name, dict(spec.get("tolerance") or {}), spec.get("topk"), bool(spec.get("skip")))
@@ -428,6 +438,12 @@ def _build(data: dict, path: Path, root: Path) -> Suite:
         tolerance=dict(data.get("tolerance") or {}), limits=limits,
         latency=LatencySpec(**(data.get("latency") or {})), models=tuple(models),
     )
+
+
+def _globs(files) -> Optional[tuple[str, ...]]:
+    if not files:
+        return None
+    return (files,) if isinstance(files, str) else tuple(files)
 
 
 def find_manifests(paths: Iterable[Path]) -> list[Path]:

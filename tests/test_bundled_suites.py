@@ -40,8 +40,7 @@ def test_bundled_suite_runs_clean_on_real_data(suite: str, tmp_path: Path):
     per_model = {}
     for case in doc["cases"]:
         per_model.setdefault(case["model"], set()).add(case["case"])
-    assert all(len(cases) >= 1 for cases in per_model.values())
-    assert sum(len(cases) for cases in per_model.values()) >= 3 * len(per_model) - 2   # coffee stands alone
+    assert all(len(cases) >= 3 for cases in per_model.values())                          # three real inputs or more
     # real inputs are not degenerate: no "not a meaningful test input" warning on any case
     assert not [c for c in doc["cases"] if any("meaningful" in w for w in c["warnings"])]
     assert (tmp_path / f"{suite}.md").read_text().startswith(f"# mnn-parity: {suite}")

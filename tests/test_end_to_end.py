@@ -114,6 +114,7 @@ def test_bad_manifest_names_file_path_and_line_and_writes_no_report(repo: Path, 
     err = capsys.readouterr().err
     assert status == 2
     assert "suites/e2e.yaml:5: tolerence: unknown key 'tolerence' (did you mean 'tolerance'?)" in err
+    assert "suites/e2e.yaml:16: models[1].inputs.z: the model has no input 'z'" in err   # reported together
     assert not (repo / "reports").exists()
 
 
@@ -134,3 +135,59 @@ def test_not_onnx_is_a_clear_error(repo: Path, capsys):
     (repo / "models/conv.onnx").write_text("this is not a model")
     assert main(["validate"]) == 2
     assert "models[0].onnx: 'models/conv.onnx' is not an ONNX model" in capsys.readouterr().err
+
+
+def _two_input_add(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_npz_cases_feed_every_input_and_constant_inputs_are_not_flagged(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    _two_input_add(tmp_path / "add.onnx")
+    (tmp_path / "cases").mkdir()
+    rng = np.random.RandomState(5)
+    for index in range(3):
+        np.savez(tmp_path / f"cases/c{index}.npz", a=rng.rand(1, 4).astype(np.float32),
+                 b=rng.rand(1, 4).astype(np.float32))
+    np.savez(tmp_path / "cases/flat.npz", a=np.zeros((1, 4), np.float32), b=rng.rand(1, 4).astype(np.float32))
+    (tmp_path / "suite.yaml").write_text(
+        "suite: npz\nlatency: {repeat: 0}\nmodels:\n  - name: add\n    onnx: add.onnx\n    cases: cases/*.npz\n"
+        "    inputs:\n      b: {preprocess: [{scale: 2.0}]}\n")
+    assert main(["run", "suite.yaml"]) == 0
+    cases = {c["case"]: c for c in json.loads((tmp_path / "reports/npz.json").read_text())["cases"]}
+    assert set(cases) == {"c0", "c1", "c2", "flat"} and all(c["verdict"] == "PASS" for c in cases.values())
+    assert any("'a'" in w and "not a meaningful test input" in w for w in cases["flat"]["warnings"])
+    assert cases["c0"]["warnings"] == []
+    assert "not a meaningful test input" in (tmp_path / "reports/npz.md").read_text()
+
+
+def test_an_image_that_does_not_decode_fails_its_case_names_file_and_step_and_exits_2(repo: Path, capsys):
+    from PIL import Image
+
+    (repo / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray((np.random.RandomState(1).rand(8, 8, 3) * 255).astype(np.uint8)).save(repo / "images" / name)
+    (repo / "images/c.png").write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
+    (repo / "suites/e2e.yaml").write_text(
+        "suite: e2e\nlatency: {repeat: 0}\nmodels:\n  - name: conv\n    onnx: models/conv.onnx\n    inputs:\n"
+        "      x:\n        files: images/*.png\n        preprocess: [{decode: {color: RGB}}, {scale: 0.0039}, "
+        "{layout: NCHW}]\n")
+    status = main(["run"])
+    err = capsys.readouterr().err
+    cases = verdicts(json.loads((repo / "reports/e2e.json").read_text()))
+    assert status == 2                                           # bad data is a setup problem ...
+    assert cases[("conv", "a")]["verdict"] == "PASS"             # ... that loses nothing else
+    bad = cases[("conv", "c")]
+    assert bad["verdict"] == "ERROR" and "images/c.png" in bad["reason"] and "step 1 (decode)" in bad["reason"]
+    assert "images/c.png: step 1 (decode)" in err
