@@ -68,7 +68,8 @@ def run_suite(suite: Suite, options: RunOptions, progress: Progress = lambda res
     workers = WorkerPool(suite.limits)
     try:
         with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-            outcomes = list(pool.map(lambda m: ModelRun(suite, m, options, env, progress, workers).run(), models))
+            outcomes = list(pool.map(lambda m: ModelRun(suite, m, options, env, progress, workers).run_safely(),
+                                     models))
     finally:
         workers.close()
     runs = [run for model_runs, _ in outcomes for run in model_runs]
@@ -106,6 +107,21 @@ class ModelRun:
                 self._emit(case, backend, verdict, reason)
 
     # -- the flow
+    def run_safely(self) -> tuple[list[CaseRun], list[str]]:
+        """A fault in the runner itself fails this model's remaining cases, never the run of the other models."""
+        try:
+            return self.run()
+        except Exception as error:   # a bug of ours, or a model file that breaks a library: keep what was judged
+            done = {(run.result.case, run.result.backend) for run in self.runs}
+            reason = f"internal error while running this model: {type(error).__name__}: {error}"
+            self.setup_errors.append(f"{self.model.name}: {reason}")
+            for backend in self.backends:
+                for case in list_cases(self.model, self.suite.root) or [None]:
+                    name = case.name if case else "<model>"
+                    if (name, backend.name) not in done:
+                        self._emit(name, backend, Verdict.ERROR, reason)
+            return self.runs, self.setup_errors
+
     def run(self) -> tuple[list[CaseRun], list[str]]:
         if not self.backends:
             return [], []

@@ -191,3 +191,23 @@ def test_an_image_that_does_not_decode_fails_its_case_names_file_and_step_and_ex
     bad = cases[("conv", "c")]
     assert bad["verdict"] == "ERROR" and "images/c.png" in bad["reason"] and "step 1 (decode)" in bad["reason"]
     assert "images/c.png: step 1 (decode)" in err
+
+
+def test_a_fault_in_one_model_fails_its_cases_and_the_others_still_run(repo: Path, monkeypatch, capsys):
+    """Fault injection into the runner's own comparison for one model: the run goes on and says what happened."""
+    import runner.pipeline as pipeline
+
+    real = pipeline.compare_output
+
+    def flaky(name, ref, mnn, tolerance, topk=None):
+        if ref.shape == (1, 8):            # only the Round model's output
+            raise RuntimeError("injected")
+        return real(name, ref, mnn, tolerance, topk)
+
+    monkeypatch.setattr(pipeline, "compare_output", flaky)
+    status = main(["run", "--model", "conv", "--model", "round"])
+    cases = verdicts(json.loads((repo / "reports/e2e.json").read_text()))
+    assert status == 2
+    assert cases[("conv", "img0")]["verdict"] == "PASS"
+    assert cases[("round", "halves")]["verdict"] == "ERROR"
+    assert "internal error while running this model: RuntimeError: injected" in cases[("round", "halves")]["reason"]
