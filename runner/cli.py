@@ -142,7 +142,7 @@ def cmd_run(args) -> int:
     runs, status = _execute(args)
     if runs is None:
         return status
-    from runner.golden import GoldenStore, stale_keys
+    from runner.golden import GoldenStore, attach_drift, stale_keys
     from runner.report import RunSummary, atomic_write_text, exit_status, render_junit, terminal_summary, write_reports
 
     store = GoldenStore(_goldens_dir(args))
@@ -150,7 +150,8 @@ def cmd_run(args) -> int:
     golden_errors: list[str] = []
     for suite_run in runs:
         suite = suite_run.suite
-        baseline = attach_drift(suite_run, store, golden_errors)
+        baseline, errors = attach_drift(suite, suite_run.runs, store)
+        golden_errors += errors
         current = {(r.result.model, r.result.case, r.result.backend) for r in suite_run.runs}
         selected = {m.name for m in suite.models if args.model is None or m.name in args.model}
         stale = [key for key in stale_keys(store, suite.name, current)
@@ -171,38 +172,6 @@ def cmd_run(args) -> int:
     for error in setup_errors:
         say(f"setup: {error}")
     return EXIT_SETUP if setup_errors else exit_status(summaries)
-
-
-def attach_drift(suite_run, store, errors: list[str]):
-    """Classify every case against its golden; returns the MNN version the goldens were blessed under.
-
-    A golden that cannot be read or was written by another layout is not compared: the case says so and the
-    run ends with exit status 2, so nobody mistakes "no comparison" for "no change".
-    """
-    from runner.golden import GoldenError, classify_drift
-
-    suite, baseline = suite_run.suite, None
-    for run in suite_run.runs:
-        result = run.result
-        try:
-            golden = store.load(suite.name, result.model, result.case, result.backend)
-            if golden is not None:
-                baseline = baseline or golden.provenance.get("mnn_version")
-            if run.mnn_outputs or golden is not None:
-                model = next(m for m in suite.models if m.name == result.model)
-                fallback = suite.tolerance_for(model, "", result.backend)
-                topk = {name: spec.topk for name, spec in model.outputs.items() if spec.topk}
-                result.drift = classify_drift(run, golden, fallback, _topk_objects(topk))
-        except GoldenError as error:
-            result.warnings.append(f"golden not compared: {error}")
-            errors.append(f"{result.model}/{result.case} [{result.backend}]: {error}")
-    return baseline
-
-
-def _topk_objects(topk: dict):
-    from runner.compare import TopK
-
-    return {name: TopK(**spec) for name, spec in topk.items()}
 
 
 def cmd_bless(args) -> int:

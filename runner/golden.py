@@ -492,3 +492,28 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     raise TypeError(f"not JSON-serialisable in golden provenance: {type(value).__name__}")
+
+
+def attach_drift(suite, runs: list[CaseRun], store: GoldenStore) -> tuple[Optional[str], list[str]]:
+    """Classify every run of `suite` (a manifest.Suite) against its golden, in place.
+
+    Returns the MNN version the goldens were blessed under, and the goldens that could not be compared: such a
+    case says so in its warnings, and the caller ends the run with exit status 2, so that nobody mistakes
+    "no comparison" for "no change".
+    """
+    baseline, errors = None, []
+    models = {model.name: model for model in suite.models}
+    for run in runs:
+        result = run.result
+        try:
+            golden = store.load(suite.name, result.model, result.case, result.backend)
+            if golden is not None:
+                baseline = baseline or golden.provenance.get("mnn_version")
+            if run.mnn_outputs or golden is not None:
+                model = models[result.model]
+                topk = {name: spec.topk for name, spec in model.outputs.items() if spec.topk}
+                result.drift = classify_drift(run, golden, suite.tolerance_for(model, "", result.backend), topk)
+        except GoldenError as error:
+            result.warnings.append(f"golden not compared: {error}")
+            errors.append(f"{result.model}/{result.case} [{result.backend}]: {error}")
+    return baseline, errors

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from runner.compare import TopK
 from runner.convert import ConvertFlags
 from runner.engines import Limits
 from runner.tolerance import Tolerance, cascade
@@ -73,7 +74,7 @@ class InputSpec:
 class OutputSpec:
     name: str
     tolerance: dict = field(default_factory=dict)
-    topk: Optional[dict] = None
+    topk: Optional[TopK] = None
     skip: bool = False
 
 
@@ -420,7 +421,8 @@ def _build(data: dict, path: Path, root: Path) -> Suite:
         inputs = {name: InputSpec(name, _globs(spec.get("files")), tuple(spec.get("preprocess") or ()),
                                   tuple(spec["shape"]) if spec.get("shape") is not None else None)
                   for name, spec in (model.get("inputs") or {}).items()}
-        outputs = {name: OutputSpec(name, dict(spec.get("tolerance") or {}), spec.get("topk"), bool(spec.get("skip")))
+        outputs = {name: OutputSpec(name, dict(spec.get("tolerance") or {}),
+                                    TopK(**spec["topk"]) if spec.get("topk") else None, bool(spec.get("skip")))
                    for name, spec in (model.get("outputs") or {}).items()}
         expect = model.get("expect") or {}
         models.append(ModelSpec(

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from runner.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
-from runner.compare import TopK, compare_output, judge
+from runner.compare import compare_output, judge
 from runner.convert import Conversion, ConverterEnv, convert
 from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
 from runner.hashing import array_sha256, sha256_file
@@ -231,7 +231,7 @@ class ModelRun:
     def _compare(self, name: str, ref: np.ndarray, mnn: Optional[np.ndarray], backend: str) -> OutputComparison:
         tolerance = self.suite.tolerance_for(self.model, name, backend)
         spec = self.model.outputs.get(name)
-        topk = TopK(**spec.topk) if spec and spec.topk else None
+        topk = spec.topk if spec else None
         if mnn is None:   # MNN's optimizer removed or renamed it: bound by name, so it is missing, not swapped
             return OutputComparison(name, tuple(ref.shape), (), str(ref.dtype), "missing", tolerance,
                                     failure_class=FailureClass.SHAPE_MISMATCH,
