@@ -26,6 +26,8 @@ DATA_DIR = "data"
 DVC_FILE = "data.dvc"
 WHEEL_CACHE = Path(".cache") / "wheels"
 STAGING = Path(".cache") / "data-staging"
+EXTRA_FILE = "not in the source table (extra file)"
+CHANGED_FILE = "content differs from the pinned source (sha256)"
 PREVIOUS = Path(".cache") / "data-previous"     # the tree a rebuild replaced, kept until the next rebuild
 SOURCES_MD = "SOURCES.md"                        # generated from the table; part of data/, so of its hash
 
@@ -268,9 +270,9 @@ def tree_differences(data_dir: Path, expected: Mapping[str, str]) -> list[str]:
         if rel not in actual:
             out.append(f"{DATA_DIR}/{rel}: missing")
         elif rel not in expected:
-            out.append(f"{DATA_DIR}/{rel}: not in the source table (extra file)")
+            out.append(f"{DATA_DIR}/{rel}: {EXTRA_FILE}")
         elif sha256_file(actual[rel]) != expected[rel]:
-            out.append(f"{DATA_DIR}/{rel}: content differs from the pinned source (sha256)")
+            out.append(f"{DATA_DIR}/{rel}: {CHANGED_FILE}")
     return out
 
 
@@ -496,16 +498,25 @@ def restore(root: Path, *, download: Downloader | None = None,
     expected_files = len(expected_tree(sources))
     if not (root / DVC_FILE).is_file():
         raise DataError(f"{root / DVC_FILE}: missing; nothing pins data/")
-    if not tree_differences(root / DATA_DIR, expected_tree(sources)):
+    differences = tree_differences(root / DATA_DIR, expected_tree(sources))
+    if not differences:
         state = dvc_state(root)
         if state.matches:
             if not state.in_cache:
                 commit_to_cache(root)
             return RestoreReport("unchanged", files=expected_files)
+    # A pull or a rebuild replaces the whole tree: never do that to files the pins do not own.
+    foreign = [d.split(":")[0] for d in differences if d.endswith(EXTRA_FILE)]
+    if foreign:
+        raise DataError("data/ holds files that data.dvc does not pin, and restoring would move them away:\n  "
+                        + "\n  ".join(foreign) + "\nKeep your own models and data in a folder of your own "
+                        "(tracked with `dvc add FOLDER`), or pin them in data/ with `dvc add data` and a DVC remote.")
 
     remotes = dvc_remotes(root)
 
     notes: list[str] = []
+    if any(d.endswith(CHANGED_FILE) for d in differences):
+        notes.append(f"changed copies of pinned files were replaced; the previous tree is in {PREVIOUS}/")
     if remotes:
         pulled = _dvc_cli(root, "pull", "--force", DVC_FILE)
         if pulled.returncode == 0 and not verify(root, sources):

@@ -221,9 +221,11 @@ def _leaf_errors(error) -> list:
         by_branch: dict[int, list] = {}
         for sub in error.context:
             by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
-        # a branch whose only complaint is the wrong step/type name is not the one the user meant
+        # a branch that fails at its own top level (its step name missing, another key present) is not the one
+        # the user meant; the meant one fails deeper, on an option
         meant = [errs for errs in by_branch.values()
-                 if not all(e.validator in ("required", "type", "additionalProperties", "const") for e in errs)]
+                 if not any(e.validator in ("required", "additionalProperties") and not e.relative_path
+                            for e in errs)]
         if len(meant) == 1:
             return [leaf for sub in meant[0] for leaf in _leaf_errors(sub)]
     return [error]

@@ -63,7 +63,7 @@ def render_manifest(model_rel: str, name: str, inputs: list[dict], outputs: list
         "    inputs:",
     ]
     for position, spec in enumerate(inputs):
-        dynamic = [d for d in spec["shape"] if not isinstance(d, int)]
+        dynamic = [d if d != "?" else f"axis {axis}" for axis, d in enumerate(spec["shape"]) if not isinstance(d, int)]
         lines.append(f"      {spec['name']}:")
         note = f"  # dynamic: {', '.join(map(str, dynamic))} — set by your preprocessing" if dynamic else ""
         lines.append(f"        shape: {shape_text(spec['shape'])}{note}")

@@ -234,8 +234,14 @@ def test_verify_names_a_corrupted_file_and_restore_repairs_it_from_the_cache(res
     differences = data.verify(root)
     assert "data/licenses/auditok.txt: content differs from the pinned source (sha256)" in differences
     assert "data/stray.txt: not in the source table (extra file)" in differences
+    # a file the pins do not own is the user's: restore refuses to move it, and says where it belongs
+    with pytest.raises(data.DataError, match=r"(?s)data/stray\.txt.*folder of your own"):
+        data.restore(root, download=_raise_on_download)
+    assert (root / "data" / "stray.txt").read_text() == "stray"
+    (root / "data" / "stray.txt").unlink()
     report = data.restore(root, download=_raise_on_download)   # the wheels are cached: no download
     assert report.action == "rebuilt" and report.downloaded == ()
+    assert any("previous tree" in note for note in report.notes)
     assert data.verify(root) == [] and _dvc_status(root) == {}
 
 

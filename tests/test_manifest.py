@@ -136,3 +136,9 @@ def test_exponent_floats_without_a_dot_are_numbers(root):
     """YAML 1.1 (PyYAML's default) reads `1e-4` as a string; manifests read it as YAML 1.2 does."""
     suite = load_suite(write(root, GOOD.replace("tolerance: {atol: 1.0e-4", "tolerance: {atol: 1e-4")), root)
     assert suite.tolerance["atol"] == 1e-4
+
+
+def test_a_bad_option_of_a_known_step_is_reported_on_the_option_not_as_an_unknown_step(root):
+    found = issues_of(root, GOOD.replace("- load: {}", "- decode: {color: RGB}\n          - resize: {height: TODO, width: 8}"))
+    assert any("models[0].inputs.x.preprocess[1].resize.height: 'TODO' is not of type 'integer'" in f for f in found), found
+    assert not any("unknown step" in f for f in found)
