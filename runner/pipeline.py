@@ -102,9 +102,12 @@ class ModelRun:
         return run
 
     def _fail_all(self, cases: list[str], verdict: Verdict, reason: str) -> None:
+        """Give every case not yet judged, on every backend, this verdict."""
+        judged = {(run.result.case, run.result.backend) for run in self.runs}
         for backend in self.backends:
             for case in cases or ["<model>"]:
-                self._emit(case, backend, verdict, reason)
+                if (case, backend.name) not in judged:
+                    self._emit(case, backend, verdict, reason)
 
     # -- the flow
     def run_safely(self) -> tuple[list[CaseRun], list[str]]:
@@ -112,14 +115,9 @@ class ModelRun:
         try:
             return self.run()
         except Exception as error:   # a bug of ours, or a model file that breaks a library: keep what was judged
-            done = {(run.result.case, run.result.backend) for run in self.runs}
             reason = f"internal error while running this model: {type(error).__name__}: {error}"
             self.setup_errors.append(f"{self.model.name}: {reason}")
-            for backend in self.backends:
-                for case in list_cases(self.model, self.suite.root) or [None]:
-                    name = case.name if case else "<model>"
-                    if (name, backend.name) not in done:
-                        self._emit(name, backend, Verdict.ERROR, reason)
+            self._fail_all([case.name for case in list_cases(self.model, self.suite.root)], Verdict.ERROR, reason)
             return self.runs, self.setup_errors
 
     def run(self) -> tuple[list[CaseRun], list[str]]:
