@@ -86,6 +86,7 @@ class Conversion:
     cached: bool = False
     key: str = ""
     mnn_sha256: str = ""
+    onnx_sha256: str = ""             # hashed once here for the cache key; provenance records it too
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,11 @@ def convert(onnx_path: Path, flags: ConvertFlags, env: ConverterEnv, cache_dir: 
         meta = json.loads(meta_path.read_text())
         log = log_path.read_text() if log_path.exists() else ""
         if meta.get("ok") and model.exists():
-            return Conversion(True, model, log, cached=True, key=key, mnn_sha256=meta.get("mnn_sha256", ""))
+            return Conversion(True, model, log, cached=True, key=key, mnn_sha256=meta.get("mnn_sha256", ""),
+                              onnx_sha256=onnx_sha)
         if not meta.get("ok"):
             return Conversion(False, None, log, meta.get("reason", ""), tuple(meta.get("unsupported_ops", ())),
-                              cached=True, key=key)
+                              cached=True, key=key, onnx_sha256=onnx_sha)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
@@ -161,12 +163,13 @@ def convert(onnx_path: Path, flags: ConvertFlags, env: ConverterEnv, cache_dir: 
         (staging / "meta.json").write_text(json.dumps(meta, indent=1))
         if crash:
             # A crash may be the machine's fault (memory, timeout): do not remember it as the model's verdict.
-            return Conversion(False, None, log, reason, unsupported, key=key)
+            return Conversion(False, None, log, reason, unsupported, key=key, onnx_sha256=onnx_sha)
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(staging, entry)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Conversion(ok, model if ok else None, log, reason, unsupported, key=key, mnn_sha256=mnn_sha)
+    return Conversion(ok, model if ok else None, log, reason, unsupported, key=key, mnn_sha256=mnn_sha,
+                      onnx_sha256=onnx_sha)
 
 
 def _run_converter(python: Path, argv: list[str], limits: Limits, workdir: Path) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from runner.cases import Case, build_feeds, constant_feeds, list_cases, shape_pr
 from runner.compare import compare_output, judge
 from runner.convert import Conversion, ConverterEnv, convert
 from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
-from runner.hashing import array_sha256, sha256_file
+from runner.hashing import array_sha256
 from runner.manifest import BackendSpec, ModelSpec, Suite, onnx_signature
 from runner.preprocess import PreprocessError, degenerate_reason
 from runner.results import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict
@@ -241,7 +241,7 @@ class ModelRun:
             "mnn_version": self.options.mnn_version,
             "onnxruntime_version": self.env.get("onnxruntime_version", ""),
             "convert_flags": self.model.convert.as_dict(),
-            "onnx_sha256": sha256_file(self.model.onnx),
+            "onnx_sha256": conversion.onnx_sha256,
             "mnn_model_sha256": conversion.mnn_sha256,
             "preprocess": {name: list(spec.preprocess) for name, spec in self.model.inputs.items()},
             "reference_runtime": {k: v for k, v in self.suite.reference.items()},

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from runner.convert import ConvertFlags, ConverterEnv, cache_key, convert, judge_log, parse_unsupported
+from runner.hashing import sha256_file
 from tests import onnx_models
 
 ENV = ConverterEnv(Path(sys.executable), "3.6.1")
@@ -19,6 +20,7 @@ def test_success_is_cached_and_a_flag_change_converts_again(tmp_path: Path):
     fp16 = convert(model, ConvertFlags(fp16=True), ENV, tmp_path / "cache")
     assert first.ok and not first.cached and "Converted Success!" in first.log
     assert again.cached and again.mnn_model == first.mnn_model and again.mnn_sha256 == first.mnn_sha256
+    assert first.onnx_sha256 == again.onnx_sha256 == sha256_file(model)
     assert fp16.ok and not fp16.cached and fp16.mnn_model != first.mnn_model
     assert fp16.mnn_model.stat().st_size < first.mnn_model.stat().st_size or fp16.mnn_sha256 != first.mnn_sha256
 
