@@ -271,6 +271,15 @@ def _inside(root: Path, relative: str) -> Optional[Path]:
     return candidate if candidate == root or root in candidate.parents else None
 
 
+def onnx_dims(value_info) -> tuple:
+    """Each dimension of a tensor: its size, its symbolic name, or None when it is dynamic and unnamed.
+
+    Some exporters write -1 (or 0) rather than a name for a dynamic dimension: that is not a size.
+    """
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+                 for d in value_info.type.tensor_type.shape.dim)
+
+
 def onnx_signature(path: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
     """Input and output names of an ONNX model with their shapes (None for a dynamic dimension)."""
     import onnx
@@ -279,9 +288,7 @@ def onnx_signature(path: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
     initializers = {init.name for init in model.graph.initializer}
 
     def shape_of(value_info) -> tuple:
-        dims = value_info.type.tensor_type.shape.dim
-        # some exporters write -1 rather than a symbolic name for a dynamic dimension
-        return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
+        return tuple(d if isinstance(d, int) else None for d in onnx_dims(value_info))
 
     inputs = {vi.name: shape_of(vi) for vi in model.graph.input if vi.name not in initializers}
     outputs = {vi.name: shape_of(vi) for vi in model.graph.output}

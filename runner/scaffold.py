@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from runner.manifest import onnx_dims
+
 
 class ScaffoldError(Exception):
     pass
@@ -32,8 +34,7 @@ def describe_model(path: Path) -> tuple[list[dict], list[dict]]:
 
     def describe(value_info) -> dict:
         tensor = value_info.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-                for d in tensor.shape.dim]
+        dims = list(onnx_dims(value_info))
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "float32"
         return {"name": value_info.name, "shape": dims, "dtype": dtype}
 
@@ -63,7 +64,7 @@ def render_manifest(model_rel: str, name: str, inputs: list[dict], outputs: list
         "    inputs:",
     ]
     for position, spec in enumerate(inputs):
-        dynamic = [d if d != "?" else f"axis {axis}" for axis, d in enumerate(spec["shape"]) if not isinstance(d, int)]
+        dynamic = [d or f"axis {axis}" for axis, d in enumerate(spec["shape"]) if not isinstance(d, int)]
         lines.append(f"      {spec['name']}:")
         note = f"  # dynamic: {', '.join(map(str, dynamic))} — set by your preprocessing" if dynamic else ""
         lines.append(f"        shape: {shape_text(spec['shape'])}{note}")

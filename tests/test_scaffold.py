@@ -62,3 +62,18 @@ def test_new_rejects_a_file_that_is_not_onnx(tmp_path: Path, monkeypatch, capsys
     (tmp_path / "junk.onnx").write_bytes(b"\x00\x01 not a protobuf at all")
     assert main(["new", "junk.onnx"]) == 2
     assert "not an ONNX model" in capsys.readouterr().err
+
+
+def test_new_names_the_axes_of_dimensions_written_as_minus_one(tmp_path: Path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+
+    monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "neg",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, -1, 192])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3, -1, 192])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "neg.onnx"))
+    assert main(["new", "neg.onnx"]) == 0
+    text = (tmp_path / "suites/neg.yaml").read_text()
+    assert "shape: [null, 3, null, 192]  # dynamic: axis 0, axis 2 — set by your preprocessing" in text
