@@ -18,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.cases import build_feeds, constant_feeds, list_cases  # noqa: E402
-from runner.convert import ConverterEnv, convert  # noqa: E402
-from runner.manifest import LatencySpec, load_suite, onnx_signature  # noqa: E402
-from runner.mnnenv import current_env  # noqa: E402
-from runner.pipeline import RunOptions, run_suite  # noqa: E402
+from mnn_parity.inputs.cases import build_feeds, constant_feeds, list_cases  # noqa: E402
+from mnn_parity.conversion.mnnconvert import ConverterEnv, convert  # noqa: E402
+from mnn_parity.manifest.load import LatencySpec, load_suite, onnx_signature  # noqa: E402
+from mnn_parity.conversion.mnn_env import current_env  # noqa: E402
+from mnn_parity.execution.model_work import RunOptions, run_suite  # noqa: E402
 from runner.worker import MnnEngine, OnnxRuntimeEngine, run_stream  # noqa: E402
 
 

@@ -35,7 +35,7 @@ def _paths(args) -> list[Path]:
 
 
 def _load(args):
-    from runner.manifest import ManifestError, load_suites
+    from mnn_parity.manifest.load import ManifestError, load_suites
 
     try:
         return load_suites(_paths(args), repo_root())
@@ -64,9 +64,9 @@ def cmd_validate(args) -> int:
 
 def dry_run_inputs(suites) -> list[str]:
     """Preprocess the first case of every model: a bad image or a wrong shape is found before any engine runs."""
-    from runner.cases import build_feeds, constant_feeds, list_cases, shape_problem
-    from runner.manifest import onnx_signature
-    from runner.preprocess import PreprocessError
+    from mnn_parity.inputs.cases import build_feeds, constant_feeds, list_cases, shape_problem
+    from mnn_parity.manifest.load import onnx_signature
+    from mnn_parity.inputs.preprocess import PreprocessError
 
     problems = []
     for suite in suites:
@@ -90,7 +90,7 @@ def dry_run_inputs(suites) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- run / bless
 def _mnn_env(args):
-    from runner.mnnenv import MnnEnvError, ensure_env
+    from mnn_parity.conversion.mnn_env import MnnEnvError, ensure_env
 
     try:
         return ensure_env(args.mnn, repo_root() / ".cache" / "mnn-envs")
@@ -100,7 +100,7 @@ def _mnn_env(args):
 
 
 def _options(args, env):
-    from runner.pipeline import RunOptions
+    from mnn_parity.execution.model_work import RunOptions
 
     return RunOptions(mnn_python=env.python, mnn_version=env.version, cache_dir=repo_root() / ".cache",
                       backends=frozenset(args.backend) if args.backend else None,
@@ -128,7 +128,7 @@ def _execute(args):
     env = _mnn_env(args)
     if env is None:
         return None, EXIT_SETUP
-    from runner.pipeline import run_suite
+    from mnn_parity.execution.model_work import run_suite
 
     options = _options(args, env)
     runs = []
@@ -142,8 +142,8 @@ def cmd_run(args) -> int:
     runs, status = _execute(args)
     if runs is None:
         return status
-    from runner.golden import GoldenStore, attach_drift, stale_keys
-    from runner.report import RunSummary, atomic_write_text, exit_status, render_junit, terminal_summary, write_reports
+    from mnn_parity.goldens.store import GoldenStore, attach_drift, stale_keys
+    from mnn_parity.reports.render import RunSummary, atomic_write_text, exit_status, render_junit, terminal_summary, write_reports
 
     store = GoldenStore(_goldens_dir(args))
     summaries = []
@@ -178,7 +178,7 @@ def cmd_bless(args) -> int:
     runs, status = _execute(args)
     if runs is None:
         return status
-    from runner.golden import GoldenError, GoldenStore
+    from mnn_parity.goldens.store import GoldenError, GoldenStore
 
     store = GoldenStore(_goldens_dir(args))
     refused = 0
@@ -197,7 +197,7 @@ def cmd_bless(args) -> int:
             return EXIT_SETUP
         say(f"blessed {len(written)} golden(s) for suite {suite_run.suite.name} under MNN "
             f"{suite_run.environment['mnn_version']}")
-    from runner.data import dvc_track
+    from mnn_parity.bundled.restore import dvc_track
 
     problem = dvc_track(repo_root(), "goldens") if not args.goldens else "a --goldens folder is not tracked"
     say("goldens.dvc updated: commit it with your change" if not problem else f"goldens/ not tracked by DVC: {problem}")
@@ -206,7 +206,7 @@ def cmd_bless(args) -> int:
 
 # ---------------------------------------------------------------------------------------------------- new / data
 def cmd_new(args) -> int:
-    from runner.scaffold import ScaffoldError, write_manifest
+    from mnn_parity.scaffold import ScaffoldError, write_manifest
 
     try:
         path = write_manifest(Path(args.model), Path(args.output) if args.output else None, repo_root(),
@@ -219,7 +219,7 @@ def cmd_new(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from runner import data
+    from mnn_parity.bundled import restore as data
 
     root = repo_root()
     try:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from runner.manifest import onnx_dims
+from mnn_parity.manifest.load import onnx_dims
 
 
 class ScaffoldError(Exception):

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from runner.compare import DEAD_ZERO_ABS, REL_FLOOR, TopK, compare_arrays, compare_output, cosine, judge
-from runner.results import FailureClass, OutputComparison
-from runner.tolerance import Tolerance
+from mnn_parity.comparison.metrics import DEAD_ZERO_ABS, REL_FLOOR, TopK, compare_arrays, compare_output, cosine, judge
+from mnn_parity.records import FailureClass, OutputComparison
+from mnn_parity.manifest.tolerance import Tolerance
 
 LOOSE = Tolerance(atol=1e-4, rtol=1e-3, cosine_min=0.0, mismatch_max=1.0)   # isolates top-k from other checks
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.convert import ConvertFlags, ConverterEnv, cache_key, convert, judge_log, parse_unsupported
-from runner.hashing import sha256_file
+from mnn_parity.conversion.mnnconvert import ConvertFlags, ConverterEnv, cache_key, convert, judge_log, parse_unsupported
+from mnn_parity.hashing import sha256_file
 from tests import onnx_models
 
 ENV = ConverterEnv(Path(sys.executable), "3.6.1")

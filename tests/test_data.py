@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import data
+from mnn_parity.bundled import restore as data
 
 ROOT = Path(__file__).resolve().parent.parent
 

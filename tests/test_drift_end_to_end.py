@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.cli import main
+from mnn_parity.cli import main
 from tests import onnx_models
 
 MANIFEST = """\

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.cli import main
+from mnn_parity.cli import main
 from tests import onnx_models
 
 MANIFEST = """\
@@ -195,7 +195,7 @@ def test_an_image_that_does_not_decode_fails_its_case_names_file_and_step_and_ex
 
 def test_a_fault_in_one_model_fails_its_cases_and_the_others_still_run(repo: Path, monkeypatch, capsys):
     """Fault injection into the runner's own comparison for one model: the run goes on and says what happened."""
-    import runner.pipeline as pipeline
+    import mnn_parity.execution.model_work as pipeline
 
     real = pipeline.compare_output
 

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runner.convert import ConvertFlags, ConverterEnv, convert
-from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec, Limits
+from mnn_parity.conversion.mnnconvert import ConvertFlags, ConverterEnv, convert
+from mnn_parity.engines.host import EngineCrash, EngineError, EngineProcess, EngineSpec, Limits
 from tests import onnx_models
 
 ENV = ConverterEnv(Path(sys.executable), "3.6.1")
@@ -141,7 +141,7 @@ def test_streaming_carries_state_between_frames(tmp_path: Path):
 
 
 def test_a_pooled_worker_serves_the_next_model_and_a_crashed_one_is_replaced(tmp_path: Path):
-    from runner.engines import WorkerPool
+    from mnn_parity.engines.host import WorkerPool
 
     x = np.random.RandomState(4).rand(1, 3, 8, 8).astype(np.float32)
     conv = to_mnn(onnx_models.conv_relu(tmp_path / "conv.onnx"), tmp_path)

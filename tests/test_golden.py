@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner import golden as golden_mod
-from runner.compare import compare_output
-from runner.golden import (GOLDEN_LAYOUT, Golden, GoldenError, GoldenStore, classify_drift, decode_name,
+from mnn_parity.goldens import store as golden_mod
+from mnn_parity.comparison.metrics import compare_output
+from mnn_parity.goldens.store import (GOLDEN_LAYOUT, Golden, GoldenError, GoldenStore, classify_drift, decode_name,
                            encode_name, stale_keys)
-from runner.results import CaseResult, CaseRun, DriftClass, FailureClass, Verdict
-from runner.tolerance import Tolerance
+from mnn_parity.records import CaseResult, CaseRun, DriftClass, FailureClass, Verdict
+from mnn_parity.manifest.tolerance import Tolerance
 
 SUITE = "ocr suite/v1"          # unsafe for a path on purpose
 TOL = Tolerance(atol=1e-4, rtol=1e-3, cosine_min=0.9999)

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.manifest import ManifestError, load_suite, load_suites, shapes_fit
-from runner.tolerance import Tolerance, cascade
+from mnn_parity.manifest.load import ManifestError, load_suite, load_suites, shapes_fit
+from mnn_parity.manifest.tolerance import Tolerance, cascade
 from tests import onnx_models
 
 GOOD = """\

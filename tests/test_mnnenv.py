@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.mnnenv import STAMP_NAME, MnnEnv, MnnEnvError, current_env, ensure_env, env_python, probe_version
+from mnn_parity.conversion.mnn_env import STAMP_NAME, MnnEnv, MnnEnvError, current_env, ensure_env, env_python, probe_version
 
 OTHER = "3.5.0"      # a release other than the runner's own (3.6.1)
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.convert import ConvertFlags
-from runner.manifest import InputSpec, ModelSpec
-from runner.pipeline import expected, input_shape_problem, input_warnings
-from runner.results import CaseResult, Verdict
+from mnn_parity.conversion.mnnconvert import ConvertFlags
+from mnn_parity.manifest.load import InputSpec, ModelSpec
+from mnn_parity.execution.model_work import expected, input_shape_problem, input_warnings
+from mnn_parity.records import CaseResult, Verdict
 
 
 def result(verdict: Verdict, reason: str = "why") -> CaseResult:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner import preprocess as pp
-from runner.preprocess import (PreprocessError, check_steps, degenerate_reason, is_source_step, run_pipeline,
+from mnn_parity.inputs import preprocess as pp
+from mnn_parity.inputs.preprocess import (PreprocessError, check_steps, degenerate_reason, is_source_step, run_pipeline,
                                step_names)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "preprocess.schema.json"

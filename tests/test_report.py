@@ -15,12 +15,12 @@ import jsonschema
 import numpy as np
 import pytest
 
-import runner.report as report
-from runner.compare import compare_output, judge
-from runner.report import (MARKDOWN_LIMIT, RunSummary, exit_status, render_json, render_junit, render_markdown,
+import mnn_parity.reports.render as report
+from mnn_parity.comparison.metrics import compare_output, judge
+from mnn_parity.reports.render import (MARKDOWN_LIMIT, RunSummary, exit_status, render_json, render_junit, render_markdown,
                            terminal_summary, validate_report, write_reports)
-from runner.results import CaseResult, Drift, DriftClass, Verdict
-from runner.tolerance import Tolerance
+from mnn_parity.records import CaseResult, Drift, DriftClass, Verdict
+from mnn_parity.manifest.tolerance import Tolerance
 
 TOL = Tolerance()
 ENV = {"mnn_version": "3.6.1", "onnxruntime_version": "1.23.2", "python": "3.12.3", "platform": "Linux-x86_64",
@@ -213,7 +213,7 @@ def test_run_with_more_failures_than_fit_says_how_many_are_left_out():
 # --- JSON --------------------------------------------------------------------------------------------------------------
 
 def test_schema_is_valid_draft_2020_12():
-    schema = json.loads(report.SCHEMA_PATH.read_text())
+    schema = __import__("mnn_parity.resources", fromlist=["schema"]).schema("report.schema.json")
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$defs"]["case"]["additionalProperties"] is False

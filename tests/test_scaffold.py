@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from runner.cli import main
+from mnn_parity.cli import main
 from tests import onnx_models
 
 

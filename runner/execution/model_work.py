@@ -16,14 +16,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from runner.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
-from runner.compare import compare_output, judge
-from runner.convert import Conversion, ConverterEnv, convert
-from runner.engines import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
-from runner.hashing import array_sha256
-from runner.manifest import BackendSpec, ModelSpec, Suite, onnx_signature
-from runner.preprocess import PreprocessError, degenerate_reason
-from runner.results import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict
+from mnn_parity.inputs.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
+from mnn_parity.comparison.metrics import compare_output, judge
+from mnn_parity.conversion.mnnconvert import Conversion, ConverterEnv, convert
+from mnn_parity.engines.host import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
+from mnn_parity.hashing import array_sha256
+from mnn_parity.manifest.load import BackendSpec, ModelSpec, Suite, onnx_signature
+from mnn_parity.inputs.preprocess import PreprocessError, degenerate_reason
+from mnn_parity.records import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict
 
 Progress = Callable[[CaseResult], None]
 

@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from runner.tolerance import Tolerance
+from mnn_parity.manifest.tolerance import Tolerance
 
 
 class Verdict(str, enum.Enum):

@@ -20,11 +20,11 @@ from typing import Iterable, Optional, Sequence
 
 from tabulate import tabulate
 
-from runner.results import CaseResult, DriftClass, FailureClass, OutputComparison, Verdict
+from mnn_parity.resources import schema
+from mnn_parity.records import CaseResult, DriftClass, FailureClass, OutputComparison, Verdict
 
 MARKDOWN_LIMIT = 60_000          # a GitHub comment holds 65,536 characters; keep room for a bot's header
 DEFAULT_FAIL_ON = frozenset({DriftClass.REGRESSED.value, DriftClass.CHANGED.value})
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
 
 # Failures first, the most actionable first; XFAIL and PASS are "as expected".
 _PROBLEM_ORDER = (Verdict.FAIL, Verdict.ERROR, Verdict.CRASH, Verdict.XPASS)
@@ -123,12 +123,7 @@ def validate_report(doc: dict) -> None:
     """Raise jsonschema.ValidationError when `doc` does not match schemas/report.schema.json."""
     import jsonschema   # lazily: only writing a report needs it
 
-    jsonschema.Draft202012Validator(_schema()).validate(doc)
-
-
-@lru_cache(maxsize=1)
-def _schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema("report.schema.json")).validate(doc)
 
 
 def _case_json(r: CaseResult) -> dict:

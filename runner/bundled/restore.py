@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Sequence
 
-from runner.hashing import sha256_bytes, sha256_file
+from mnn_parity.hashing import sha256_bytes, sha256_file
 
 SOURCES_TABLE = Path(__file__).with_name("data_sources.json")
 DATA_DIR = "data"

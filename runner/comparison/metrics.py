@@ -22,8 +22,8 @@ from typing import Optional
 
 import numpy as np
 
-from runner.results import FailureClass, OutputComparison
-from runner.tolerance import Tolerance
+from mnn_parity.records import FailureClass, OutputComparison
+from mnn_parity.manifest.tolerance import Tolerance
 
 DEAD_ZERO_ABS = 1e-30
 # Floor for |ref| in the relative error: below atol an element is judged by atol, so relative error there would

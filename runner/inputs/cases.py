@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from runner.manifest import ModelSpec
-from runner.preprocess import PreprocessError, run_pipeline
+from mnn_parity.manifest.load import ModelSpec
+from mnn_parity.inputs.preprocess import PreprocessError, run_pipeline
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-from runner.engines import Limits, describe_exit, limit_child
-from runner.hashing import sha256_file
+from mnn_parity.engines.host import Limits, describe_exit, limit_child
+from mnn_parity.hashing import sha256_file
 
 # The child imports only MNN's C++ converter extension, with MNN's Python tooling and the logging SDK made
 # unimportable and outbound sockets refused: no telemetry, no pip, whatever the extension does.

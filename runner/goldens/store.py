@@ -32,9 +32,9 @@ from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
-from runner.compare import compare_output
-from runner.results import CaseRun, Drift, DriftClass, FailureClass, OutputComparison, Verdict
-from runner.tolerance import Tolerance
+from mnn_parity.comparison.metrics import compare_output
+from mnn_parity.records import CaseRun, Drift, DriftClass, FailureClass, OutputComparison, Verdict
+from mnn_parity.manifest.tolerance import Tolerance
 
 GOLDEN_LAYOUT = 1
 LAYOUT_FILE = "LAYOUT"

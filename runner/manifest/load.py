@@ -17,12 +17,12 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from runner.compare import TopK
-from runner.convert import ConvertFlags
-from runner.engines import Limits
-from runner.tolerance import Tolerance, cascade
+from mnn_parity.comparison.metrics import TopK
+from mnn_parity.conversion.mnnconvert import ConvertFlags
+from mnn_parity.engines.host import Limits
+from mnn_parity.manifest.tolerance import Tolerance, cascade
+from mnn_parity.resources import schema, schema_names
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SOURCE_STEPS = ("decode", "audio", "load", "zeros", "value")
 CONSTANT_STEPS = ("zeros", "value")
 DEFAULT_BACKENDS = {"cpu-fp32": {"engine": "mnn", "device": "CPU", "precision": "high", "threads": 1}}
@@ -205,14 +205,13 @@ def schema_validator(name: str = "manifest.schema.json"):
     from referencing import Registry, Resource
 
     resources = []
-    for schema_file in SCHEMA_DIR.glob("*.schema.json"):
-        contents = json.loads(schema_file.read_text())
+    for schema_name in schema_names():
+        contents = schema(schema_name)
         resource = Resource.from_contents(contents)
         resources.append((contents["$id"], resource))
-        resources.append((schema_file.name, resource))
+        resources.append((schema_name, resource))
     registry = Registry().with_resources(resources)
-    schema = json.loads((SCHEMA_DIR / name).read_text())
-    return jsonschema.Draft202012Validator(schema, registry=registry)
+    return jsonschema.Draft202012Validator(schema(name), registry=registry)
 
 
 def _leaf_errors(error) -> list:
