@@ -65,7 +65,7 @@ def cmd_validate(args) -> int:
 def dry_run_inputs(suites) -> list[str]:
     """Preprocess the first case of every model: a bad image or a wrong shape is found before any engine runs."""
     from mnn_parity.inputs.cases import build_feeds, constant_feeds, list_cases, shape_problem
-    from mnn_parity.manifest.load import onnx_signature
+    from mnn_parity.modelinfo import onnx_signature
     from mnn_parity.inputs.preprocess import PreprocessError
 
     problems = []
@@ -150,15 +150,15 @@ def cmd_run(args) -> int:
     golden_errors: list[str] = []
     for suite_run in runs:
         suite = suite_run.suite
-        baseline, errors = attach_drift(suite, suite_run.runs, store)
+        judged, baseline, errors = attach_drift(suite, suite_run.runs, store)
         golden_errors += errors
-        current = {(r.result.model, r.result.case, r.result.backend) for r in suite_run.runs}
+        current = {(r.result.model, r.result.case, r.result.backend) for r in judged}
         selected = {m.name for m in suite.models if args.model is None or m.name in args.model}
         stale = [key for key in stale_keys(store, suite.name, current)
                  if key[0] in selected and (not args.backend or key[2] in args.backend)]
         environment = {**suite_run.environment, "baseline_mnn_version": baseline}
         summary = RunSummary(suite=suite.name, description=suite.description, environment=environment,
-                             results=[r.result for r in suite_run.runs], stale=stale, started=suite_run.started,
+                             results=[r.result for r in judged], stale=stale, started=suite_run.started,
                              duration_s=suite_run.duration_s, fail_on=set(args.fail_on),
                              slowdown_max=suite.latency.slowdown_max)
         report_dir = Path(args.report_dir) if args.report_dir else repo_root() / "reports"

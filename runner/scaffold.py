@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from mnn_parity.manifest.load import onnx_dims
+from mnn_parity.modelinfo import onnx_dims
 
 
 class ScaffoldError(Exception):

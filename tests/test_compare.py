@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from mnn_parity.comparison.metrics import DEAD_ZERO_ABS, REL_FLOOR, TopK, compare_arrays, compare_output, cosine, judge
+from mnn_parity.comparison.metrics import DEAD_ZERO_ABS, REL_FLOOR, compare_output, cosine, judge
+from mnn_parity.manifest.spec import TopK
 from mnn_parity.records import FailureClass, OutputComparison
 from mnn_parity.manifest.tolerance import Tolerance
 
@@ -293,7 +294,7 @@ def test_scalar_and_empty_outputs():
     assert e.passed and e.mismatch_fraction == 0.0
 
 
-# --- judge and compare_arrays ---------------------------------------------------------------------------------------
+# --- judge ---------------------------------------------------------------------------------------
 
 def _fail(name: str, cls: FailureClass) -> OutputComparison:
     return OutputComparison(name=name, ref_shape=(1,), mnn_shape=(1,), ref_dtype="float32", mnn_dtype="float32",
@@ -319,9 +320,3 @@ def test_judge_with_real_comparisons():
     cls, reason = judge([good])
     assert cls is None and reason == "within tolerance (max abs 0.0e+00, cosine 1.000000)"
     assert judge([]) == (None, "no outputs compared")
-
-
-def test_compare_arrays_is_compare_output_with_a_default_name():
-    a, b = f32(1, 2, 3), f32(1, 2, 3.5)
-    assert compare_arrays(a, b, Tolerance()) == compare_output("", a, b, Tolerance())
-    assert compare_arrays(a, b, Tolerance(), name="golden").name == "golden"

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mnn_parity.conversion.mnnconvert import ConvertFlags, ConverterEnv, cache_key, convert, judge_log, parse_unsupported
+from mnn_parity.conversion.mnnconvert import (ConverterEnv, cache_key, convert, converter_args, judge_log,
+                                              parse_unsupported)
+from mnn_parity.manifest.spec import ConvertFlags
 from mnn_parity.hashing import sha256_file
 from tests import onnx_models
 
@@ -59,7 +61,7 @@ def test_the_converter_never_touches_the_network_or_mnn_tools(tmp_path: Path, mo
     (ConvertFlags.from_manifest({"extra_args": ["--saveStaticModel"]}), ["--optimizeLevel", "1", "--saveStaticModel"]),
 ])
 def test_manifest_flags_map_to_converter_arguments(flags, expected):
-    assert flags.argv() == expected
+    assert converter_args(flags) == expected
 
 
 def test_cache_key_depends_on_model_version_and_flags():

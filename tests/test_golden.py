@@ -1,6 +1,8 @@
 """Golden store and drift classification, on arrays a tiny real ONNX model produced through ONNX Runtime."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 from pathlib import Path
@@ -117,7 +119,7 @@ def test_round_trip_keeps_arrays_names_order_and_provenance(tmp_path, ort_output
     ref = dict(ort_outputs, ids=mnn["ids"], half=mnn["half"], mask=mnn["mask"], scalar=mnn["scalar"],
                fortran=mnn["fortran"])
     run = make_run(ref, mnn, verdict=Verdict.FAIL)
-    run.result.failure_class = FailureClass.TOPK_FLIP
+    run = run.with_result(dataclasses.replace(run.result, failure_class=FailureClass.TOPK_FLIP))
     written = store.bless(SUITE, [run], replace_all=False)
     assert written == [("tiny/det", "doc 1.png", "cpu-fp32")]
 
@@ -484,7 +486,7 @@ def test_drift_uses_each_outputs_own_tolerance(tmp_path, ort_outputs):
     assert run.result.verdict == Verdict.PASS
     assert classify_drift(run, g, TOL).drift_class == DriftClass.DRIFTED
     # Without per-output tolerances in the result, the case tolerance decides.
-    run.result.outputs = []
+    run = run.with_result(dataclasses.replace(run.result, outputs=()))
     assert classify_drift(run, g, TOL).drift_class == DriftClass.CHANGED
 
 

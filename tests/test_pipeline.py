@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnn_parity.conversion.mnnconvert import ConvertFlags
-from mnn_parity.manifest.load import InputSpec, ModelSpec
-from mnn_parity.execution.model_work import expected, input_shape_problem, input_warnings
+from mnn_parity.execution.model_work import input_shape_problem, input_warnings
+from mnn_parity.manifest.spec import ConvertFlags, InputSpec, ModelSpec
 from mnn_parity.records import CaseResult, Verdict
 
 
@@ -33,17 +32,17 @@ def test_an_input_missing_from_the_converted_model_is_named():
 
 
 def test_expected_failure_turns_failures_into_xfail_and_a_pass_into_xpass():
-    assert expected(result(Verdict.PASS), None).verdict is Verdict.PASS
+    assert result(Verdict.PASS).expecting(None).verdict is Verdict.PASS
     for bad in (Verdict.FAIL, Verdict.ERROR, Verdict.CRASH):
-        marked = expected(result(bad, "killed by SIGFPE"), "tracked upstream")
+        marked = result(bad, "killed by SIGFPE").expecting("tracked upstream")
         assert marked.verdict is Verdict.XFAIL
         assert marked.reason == f"{bad.value}: killed by SIGFPE (expected: tracked upstream)"
-    news = expected(result(Verdict.PASS), "tracked upstream")
+    news = result(Verdict.PASS).expecting("tracked upstream")
     assert news.verdict is Verdict.XPASS and "expected to fail (tracked upstream), but passed" in news.reason
 
 
 def test_degenerate_inputs_are_warned_about_but_constant_state_inputs_are_not():
-    model = ModelSpec(name="m", onnx=Path("m.onnx"), onnx_rel="m.onnx", convert=ConvertFlags(), tolerance={},
+    model = ModelSpec(name="m", onnx=Path("m.onnx"), convert=ConvertFlags(), tolerance={},
                       inputs={"x": InputSpec("x", ("*.png",), ({"decode": {}},)),
                               "state": InputSpec("state", None, ({"zeros": {"shape": [2]}},))},
                       outputs={})

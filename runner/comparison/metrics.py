@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from mnn_parity.manifest.spec import TopK
 from mnn_parity.records import FailureClass, OutputComparison
 from mnn_parity.manifest.tolerance import Tolerance
 
@@ -29,12 +30,6 @@ DEAD_ZERO_ABS = 1e-30
 # Floor for |ref| in the relative error: below atol an element is judged by atol, so relative error there would
 # only say "the reference is ~0" (after a ReLU it was 8e+37). float32's smallest normal keeps atol 0 finite.
 REL_FLOOR = float(np.finfo(np.float32).tiny)
-
-
-@dataclass(frozen=True)
-class TopK:
-    k: int = 1
-    axis: int = -1
 
 
 def compare_output(name: str, ref: np.ndarray, mnn: np.ndarray, tolerance: Tolerance,
@@ -82,11 +77,6 @@ def compare_output(name: str, ref: np.ndarray, mnn: np.ndarray, tolerance: Toler
 
     failure, reason = _classify(finite_r, mf, rb, mb, metrics, topk_fields, positions, tolerance, topk)
     return OutputComparison(**base, **metrics, **topk_fields, failure_class=failure, reason=reason)
-
-
-def compare_arrays(a: np.ndarray, b: np.ndarray, tolerance: Tolerance, name: str = "") -> OutputComparison:
-    """`b` judged against `a` as the reference (e.g. MNN now against the golden MNN output)."""
-    return compare_output(name, a, b, tolerance)
 
 
 def judge(outputs: list[OutputComparison]) -> tuple[Optional[FailureClass], str]:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-from mnn_parity.engines.host import Limits, describe_exit, limit_child
+from mnn_parity.engines.host import describe_exit, limit_child
+from mnn_parity.manifest.spec import ConvertFlags, Limits
 from mnn_parity.hashing import sha256_file
 
 # The child imports only MNN's C++ converter extension, with MNN's Python tooling and the logging SDK made
@@ -40,40 +41,19 @@ SUCCESS_MARK = "Converted Success!"
 _UNSUPPORTED = re.compile(r"These Op Not Support:\s*(.*)")
 
 
-@dataclass(frozen=True)
-class ConvertFlags:
-    fp16: bool = False
-    weight_quant_bits: int = 0
-    weight_quant_asymmetric: bool = False
-    optimize_level: int = 1
-    keep_input_format: bool = True
-    extra_args: tuple[str, ...] = ()
-
-    @classmethod
-    def from_manifest(cls, convert: Optional[Mapping]) -> "ConvertFlags":
-        convert = dict(convert or {})
-        convert["extra_args"] = tuple(convert.get("extra_args", ()))
-        return cls(**convert)
-
-    def argv(self) -> list[str]:
-        args = ["--optimizeLevel", str(self.optimize_level)]
-        if self.fp16:
-            args.append("--fp16")
-        if self.weight_quant_bits:
-            args += ["--weightQuantBits", str(self.weight_quant_bits)]
-        if self.weight_quant_asymmetric:
-            args.append("--weightQuantAsymmetric")
-        if not self.keep_input_format:
-            # Measured on 3.6.1: the converter keeps the input format by default, and any spelling of this flag
-            # (`--keepInputFormat`, `=0`, `=false`) switches it off, giving an NC4HW4 input.
-            args.append("--keepInputFormat=false")
-        return args + list(self.extra_args)
-
-    def as_dict(self) -> dict:
-        return {"fp16": self.fp16, "weight_quant_bits": self.weight_quant_bits,
-                "weight_quant_asymmetric": self.weight_quant_asymmetric,
-                "optimize_level": self.optimize_level, "keep_input_format": self.keep_input_format,
-                "extra_args": list(self.extra_args)}
+def converter_args(flags: ConvertFlags) -> list[str]:
+    args = ["--optimizeLevel", str(flags.optimize_level)]
+    if flags.fp16:
+        args.append("--fp16")
+    if flags.weight_quant_bits:
+        args += ["--weightQuantBits", str(flags.weight_quant_bits)]
+    if flags.weight_quant_asymmetric:
+        args.append("--weightQuantAsymmetric")
+    if not flags.keep_input_format:
+        # Measured on 3.6.1: the converter keeps the input format by default, and any spelling of this flag
+        # (`--keepInputFormat`, `=0`, `=false`) switches it off, giving an NC4HW4 input.
+        args.append("--keepInputFormat=false")
+    return args + list(flags.extra_args)
 
 
 @dataclass(frozen=True)
@@ -148,7 +128,7 @@ def convert(onnx_path: Path, flags: ConvertFlags, env: ConverterEnv, cache_dir: 
     try:
         output = staging / "model.mnn"
         argv = ["-f", "ONNX", "--modelFile", str(onnx_path.resolve()), "--MNNModel", str(output),
-                "--bizCode", "mnn-parity", *flags.argv()]
+                "--bizCode", "mnn-parity", *converter_args(flags)]
         log, crash = _run_converter(env.python, argv, limits, staging)
         if crash:
             ok, reason, unsupported = False, f"converter crashed: {crash}", parse_unsupported(log)

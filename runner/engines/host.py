@@ -22,6 +22,8 @@ from typing import Optional
 
 import numpy as np
 
+from mnn_parity.manifest.spec import Limits
+
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 
 
@@ -31,12 +33,6 @@ class EngineCrash(Exception):
 
 class EngineError(Exception):
     """The engine refused a request (load or inference) with an error of its own; the worker is still alive."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    timeout_s: float = 300.0
-    memory_mb: int = 8192
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from mnn_parity.comparison.metrics import compare_output, judge
 from mnn_parity.conversion.mnnconvert import Conversion, ConverterEnv, convert
 from mnn_parity.engines.host import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
 from mnn_parity.hashing import array_sha256
-from mnn_parity.manifest.load import BackendSpec, ModelSpec, Suite, onnx_signature
+from mnn_parity.manifest.spec import BackendSpec, ModelSpec, Suite
+from mnn_parity.modelinfo import onnx_signature
 from mnn_parity.inputs.preprocess import PreprocessError, degenerate_reason
 from mnn_parity.records import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict
 
@@ -93,9 +94,9 @@ class ModelRun:
     def _emit(self, case: str, backend: BackendSpec, verdict: Verdict, reason: str = "",
               failure_class: Optional[FailureClass] = None, **extra) -> CaseRun:
         result = CaseResult(self.suite.name, self.model.name, case, backend.name, verdict, failure_class, reason,
-                            outputs=extra.pop("outputs", []), warnings=extra.pop("warnings", []),
+                            outputs=tuple(extra.pop("outputs", ())), warnings=tuple(extra.pop("warnings", ())),
                             latency_ms=extra.pop("latency_ms", {}))
-        result = expected(result, self.model.expects_failure_on(backend.name))
+        result = result.expecting(self.model.expects_failure_on(backend.name))
         run = CaseRun(result, **extra)
         self.runs.append(run)
         self.progress(result)
@@ -231,9 +232,9 @@ class ModelRun:
         spec = self.model.outputs.get(name)
         topk = spec.topk if spec else None
         if mnn is None:   # MNN's optimizer removed or renamed it: bound by name, so it is missing, not swapped
-            return OutputComparison(name, tuple(ref.shape), (), str(ref.dtype), "missing", tolerance,
+            return OutputComparison(name, tuple(ref.shape), (), str(ref.dtype), "", tolerance,
                                     failure_class=FailureClass.SHAPE_MISMATCH,
-                                    reason="MNN returned no output of this name")
+                                    reason="MNN returned no output of this name", missing=True)
         return compare_output(name, ref, mnn, tolerance, topk)
 
     def _provenance(self, conversion: Conversion) -> dict:
@@ -274,15 +275,3 @@ def input_warnings(feeds: dict[str, np.ndarray], model: ModelSpec) -> list[str]:
             warnings.append(f"input {name!r}: {reason} — not a meaningful test input")
     return warnings
 
-
-def expected(result: CaseResult, expect_fail: Optional[str]) -> CaseResult:
-    """Apply the manifest's `expect: {fail: ...}`: a failure becomes XFAIL, a pass becomes XPASS (news)."""
-    if not expect_fail:
-        return result
-    if result.verdict is Verdict.PASS:
-        result.verdict = Verdict.XPASS
-        result.reason = f"expected to fail ({expect_fail}), but passed"
-    elif result.verdict.is_bad:
-        result.reason = f"{result.verdict.value}: {result.reason} (expected: {expect_fail})"
-        result.verdict = Verdict.XFAIL
-    return result

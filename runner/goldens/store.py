@@ -205,7 +205,8 @@ def classify_drift(run: CaseRun, golden: Optional[Golden], tolerance: Tolerance,
     golden_verdict = prov.get("verdict")
     now_verdict = run.result.verdict.value
     notes = _provenance_notes(prov, run.provenance)
-    common = dict(golden_verdict=golden_verdict, golden_mnn_version=prov.get("mnn_version"),
+    known = golden_verdict in {v.value for v in Verdict}
+    common = dict(golden_verdict=Verdict(golden_verdict) if known else None, golden_mnn_version=prov.get("mnn_version"),
                   latency_ms_golden=dict(prov.get("latency_ms") or {}))
 
     now, old = run.mnn_outputs, golden.mnn_outputs
@@ -494,14 +495,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable in golden provenance: {type(value).__name__}")
 
 
-def attach_drift(suite, runs: list[CaseRun], store: GoldenStore) -> tuple[Optional[str], list[str]]:
-    """Classify every run of `suite` (a manifest.Suite) against its golden, in place.
+def attach_drift(suite, runs: list[CaseRun], store: GoldenStore
+                 ) -> tuple[list[CaseRun], Optional[str], list[str]]:
+    """Every run of `suite` (a manifest Suite) classified against its golden, as new records.
 
-    Returns the MNN version the goldens were blessed under, and the goldens that could not be compared: such a
-    case says so in its warnings, and the caller ends the run with exit status 2, so that nobody mistakes
-    "no comparison" for "no change".
+    Returns the runs with drift attached, the MNN version the goldens were blessed under, and the goldens that
+    could not be compared: such a case says so in its warnings, and the caller ends the run with exit status 2,
+    so that nobody mistakes "no comparison" for "no change".
     """
-    baseline, errors = None, []
+    baseline, errors, judged = None, [], []
     models = {model.name: model for model in suite.models}
     for run in runs:
         result = run.result
@@ -512,8 +514,10 @@ def attach_drift(suite, runs: list[CaseRun], store: GoldenStore) -> tuple[Option
             if run.mnn_outputs or golden is not None:
                 model = models[result.model]
                 topk = {name: spec.topk for name, spec in model.outputs.items() if spec.topk}
-                result.drift = classify_drift(run, golden, suite.tolerance_for(model, "", result.backend), topk)
+                result = result.with_drift(
+                    classify_drift(run, golden, suite.tolerance_for(model, "", result.backend), topk))
         except GoldenError as error:
-            result.warnings.append(f"golden not compared: {error}")
+            result = result.with_warning(f"golden not compared: {error}")
             errors.append(f"{result.model}/{result.case} [{result.backend}]: {error}")
-    return baseline, errors
+        judged.append(run.with_result(result))
+    return judged, baseline, errors

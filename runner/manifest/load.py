@@ -17,14 +17,11 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from mnn_parity.comparison.metrics import TopK
-from mnn_parity.conversion.mnnconvert import ConvertFlags
-from mnn_parity.engines.host import Limits
-from mnn_parity.manifest.tolerance import Tolerance, cascade
+from mnn_parity.manifest.spec import (CONSTANT_STEPS, BackendSpec, ConvertFlags, InputSpec, LatencySpec, Limits,
+                                      ModelSpec, OutputSpec, Suite, TopK)
+from mnn_parity.modelinfo import onnx_signature
 from mnn_parity.resources import schema, schema_names
 
-SOURCE_STEPS = ("decode", "audio", "load", "zeros", "value")
-CONSTANT_STEPS = ("zeros", "value")
 DEFAULT_BACKENDS = {"cpu-fp32": {"engine": "mnn", "device": "CPU", "precision": "high", "threads": 1}}
 RUNTIME_DEFAULTS = {"device": "CPU", "precision": "high", "threads": 1, "memory": "normal", "power": "normal"}
 REFERENCE_DEFAULTS = {"engine": "onnxruntime", "providers": ["CPUExecutionProvider"],
@@ -55,86 +52,6 @@ def format_path(parts: Iterable[Any]) -> str:
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-# ---------------------------------------------------------------------------------------------------- typed suite
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    files: Optional[tuple[str, ...]] = None     # globs; one case per file they match
-    preprocess: tuple[dict, ...] = ()
-    shape: Optional[tuple[Optional[int], ...]] = None
-
-    @property
-    def is_constant(self) -> bool:
-        return self.files is None and bool(self.preprocess) and next(iter(self.preprocess[0])) in CONSTANT_STEPS
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    name: str
-    tolerance: dict = field(default_factory=dict)
-    topk: Optional[TopK] = None
-    skip: bool = False
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    name: str
-    runtime: dict                      # every runtime parameter, explicit: device, precision, threads, memory, power
-    tolerance: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LatencySpec:
-    warmup: int = 1
-    repeat: int = 3
-    slowdown_max: float = 1.5
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    onnx: Path                         # absolute
-    onnx_rel: str                      # as written, for reports
-    convert: ConvertFlags
-    tolerance: dict
-    inputs: dict[str, InputSpec]
-    outputs: dict[str, OutputSpec]
-    cases: Optional[str] = None
-    max_cases: Optional[int] = None
-    stream: Optional[dict] = None
-    backends: Optional[tuple[str, ...]] = None
-    expect_fail: Optional[str] = None
-    expect_backends: Optional[tuple[str, ...]] = None
-
-    def expects_failure_on(self, backend: str) -> Optional[str]:
-        if self.expect_fail and (self.expect_backends is None or backend in self.expect_backends):
-            return self.expect_fail
-        return None
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    description: str
-    path: Path
-    root: Path
-    reference: dict
-    backends: dict[str, BackendSpec]
-    tolerance: dict
-    limits: Limits
-    latency: LatencySpec
-    models: tuple[ModelSpec, ...]
-
-    def backends_for(self, model: ModelSpec) -> list[BackendSpec]:
-        names = model.backends or tuple(self.backends)
-        return [self.backends[name] for name in names]
-
-    def tolerance_for(self, model: ModelSpec, output: str, backend: str) -> Tolerance:
-        spec = model.outputs.get(output)
-        return cascade(self.tolerance, model.tolerance, spec.tolerance if spec else None,
-                       self.backends[backend].tolerance)
 
 
 # ---------------------------------------------------------------------------------------------------- YAML with lines
@@ -268,30 +185,6 @@ def _issue_from_error(error, lines: dict, label: str) -> list[ManifestIssue]:
 def _inside(root: Path, relative: str) -> Optional[Path]:
     candidate = (root / relative).resolve()
     return candidate if candidate == root or root in candidate.parents else None
-
-
-def onnx_dims(value_info) -> tuple:
-    """Each dimension of a tensor: its size, its symbolic name, or None when it is dynamic and unnamed.
-
-    Some exporters write -1 (or 0) rather than a name for a dynamic dimension: that is not a size.
-    """
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-                 for d in value_info.type.tensor_type.shape.dim)
-
-
-def onnx_signature(path: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
-    """Input and output names of an ONNX model with their shapes (None for a dynamic dimension)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {init.name for init in model.graph.initializer}
-
-    def shape_of(value_info) -> tuple:
-        return tuple(d if isinstance(d, int) else None for d in onnx_dims(value_info))
-
-    inputs = {vi.name: shape_of(vi) for vi in model.graph.input if vi.name not in initializers}
-    outputs = {vi.name: shape_of(vi) for vi in model.graph.output}
-    return inputs, outputs
 
 
 def semantic_issues(data: dict, lines: dict, label: str, root: Path,
@@ -434,7 +327,7 @@ def _build(data: dict, path: Path, root: Path) -> Suite:
                    for name, spec in (model.get("outputs") or {}).items()}
         expect = model.get("expect") or {}
         models.append(ModelSpec(
-            name=model["name"], onnx=(root / model["onnx"]).resolve(), onnx_rel=model["onnx"],
+            name=model["name"], onnx=(root / model["onnx"]).resolve(),
             convert=ConvertFlags.from_manifest(model.get("convert")), tolerance=dict(model.get("tolerance") or {}),
             inputs=inputs, outputs=outputs, cases=model.get("cases"), max_cases=model.get("max_cases"),
             stream=model.get("stream"), backends=tuple(model["backends"]) if model.get("backends") else None,

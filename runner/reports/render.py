@@ -131,7 +131,7 @@ def _case_json(r: CaseResult) -> dict:
     if r.drift is not None:
         drift = {
             "drift_class": _value(r.drift.drift_class),
-            "golden_verdict": r.drift.golden_verdict,
+            "golden_verdict": _value(r.drift.golden_verdict),
             "golden_mnn_version": r.drift.golden_mnn_version,
             "latency_ms_golden": {k: _metric(v) for k, v in r.drift.latency_ms_golden.items()},
             "note": r.drift.note,
@@ -394,7 +394,7 @@ def _changes_md(s: RunSummary, level: int) -> list[str]:
         for r in changed[:cap]:
             d = r.drift
             rows.append([_cell(r.model), _cell(r.case), _cell(r.backend), f"**{_value(d.drift_class)}**",
-                         f"{_cell(d.golden_verdict or '?')} → {Verdict(r.verdict).value}",
+                         f"{_cell(_value(d.golden_verdict) or '?')} → {Verdict(r.verdict).value}",
                          _worst(d.outputs), _worst(r.outputs), _cell(_short(d.note, 120 if level >= 3 else 400))])
         lines.append(_table(["model", "case", "backend", "drift", "verdict (golden → now)", "vs golden",
                              "vs reference", "note"], rows))
@@ -503,7 +503,7 @@ def _case_details_md(r: CaseResult, s: RunSummary) -> list[str]:
     if r.drift is not None:
         d = r.drift
         lines.append(f"Against the golden (MNN {_text(d.golden_mnn_version or '?')}, verdict "
-                     f"{_text(d.golden_verdict or '?')}): **{_value(d.drift_class)}**"
+                     f"{_text(_value(d.golden_verdict) or '?')}): **{_value(d.drift_class)}**"
                      + (f" — {_text(d.note)}" if d.note else ""))
         lines.append("")
         if d.outputs:
@@ -532,7 +532,7 @@ def _outputs_table(outputs: Sequence[OutputComparison]) -> str:
 
 
 def _output_cells(o: OutputComparison) -> list[str]:
-    if o.mnn_dtype == "missing":   # the pipeline's marker for an output MNN did not return at all
+    if o.missing:
         shape = f"{_shape(o.ref_shape)} → missing"
     elif o.ref_shape == o.mnn_shape:
         shape = _shape(o.ref_shape)

@@ -1,0 +1,127 @@
+"""The typed suite: what a manifest says, as frozen dataclasses. Loading and validation make these
+(`manifest.load`); every later stage reads them and imports nothing upstream of this module but tolerances.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from mnn_parity.manifest.tolerance import Tolerance, cascade
+
+CONSTANT_STEPS = ("zeros", "value")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per child process: each engine call and each conversion."""
+    timeout_s: float = 300.0
+    memory_mb: int = 8192
+
+
+@dataclass(frozen=True)
+class TopK:
+    k: int = 1
+    axis: int = -1
+
+
+@dataclass(frozen=True)
+class ConvertFlags:
+    """The manifest's `convert:`; `conversion.mnnconvert.converter_args` maps it to the converter's flags."""
+    fp16: bool = False
+    weight_quant_bits: int = 0
+    weight_quant_asymmetric: bool = False
+    optimize_level: int = 1
+    keep_input_format: bool = True
+    extra_args: tuple[str, ...] = ()
+
+    @classmethod
+    def from_manifest(cls, convert: Optional[Mapping]) -> "ConvertFlags":
+        convert = dict(convert or {})
+        convert["extra_args"] = tuple(convert.get("extra_args", ()))
+        return cls(**convert)
+
+
+    def as_dict(self) -> dict:
+        return {"fp16": self.fp16, "weight_quant_bits": self.weight_quant_bits,
+                "weight_quant_asymmetric": self.weight_quant_asymmetric,
+                "optimize_level": self.optimize_level, "keep_input_format": self.keep_input_format,
+                "extra_args": list(self.extra_args)}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    files: Optional[tuple[str, ...]] = None     # globs; one case per file they match
+    preprocess: tuple[dict, ...] = ()
+    shape: Optional[tuple[Optional[int], ...]] = None
+
+    @property
+    def is_constant(self) -> bool:
+        return self.files is None and bool(self.preprocess) and next(iter(self.preprocess[0])) in CONSTANT_STEPS
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    tolerance: dict = field(default_factory=dict)
+    topk: Optional[TopK] = None
+    skip: bool = False
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    runtime: dict                      # every runtime parameter, explicit: device, precision, threads, memory, power
+    tolerance: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    warmup: int = 1
+    repeat: int = 3
+    slowdown_max: float = 1.5
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    onnx: Path                         # absolute
+    convert: ConvertFlags
+    tolerance: dict
+    inputs: dict[str, InputSpec]
+    outputs: dict[str, OutputSpec]
+    cases: Optional[str] = None
+    max_cases: Optional[int] = None
+    stream: Optional[dict] = None
+    backends: Optional[tuple[str, ...]] = None
+    expect_fail: Optional[str] = None
+    expect_backends: Optional[tuple[str, ...]] = None
+
+    def expects_failure_on(self, backend: str) -> Optional[str]:
+        if self.expect_fail and (self.expect_backends is None or backend in self.expect_backends):
+            return self.expect_fail
+        return None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    path: Path
+    root: Path
+    reference: dict
+    backends: dict[str, BackendSpec]
+    tolerance: dict
+    limits: Limits
+    latency: LatencySpec
+    models: tuple[ModelSpec, ...]
+
+    def backends_for(self, model: ModelSpec) -> list[BackendSpec]:
+        names = model.backends or tuple(self.backends)
+        return [self.backends[name] for name in names]
+
+    def tolerance_for(self, model: ModelSpec, output: str, backend: str) -> Tolerance:
+        spec = model.outputs.get(output)
+        return cascade(self.tolerance, model.tolerance, spec.tolerance if spec else None,
+                       self.backends[backend].tolerance)
