@@ -1,5 +1,6 @@
-"""`mnn-parity`: validate, run, bless, new, data. Exit status 0 as expected, 1 a failure, 2 bad manifest or setup.
+"""`mnn-parity`: parse the command line, hand it to a `Session`, print what it says. No flow lives here.
 
+Exit status 0 as expected, 1 a failure, 2 bad manifest or setup (also any internal error), 130 interrupted.
 Heavy modules (onnx, numpy, the engines) are imported inside the commands so that `--help` answers at once.
 """
 from __future__ import annotations
@@ -10,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-EXIT_OK, EXIT_FAIL, EXIT_SETUP = 0, 1, 2
-DRIFT_FAIL_CHOICES = ("regressed", "changed", "drifted", "new", "stale")
+EXIT_OK, EXIT_SETUP, EXIT_INTERRUPTED = 0, 2, 130
+DRIFT_CLASSES = ("regressed", "changed", "drifted", "new", "stale")
 
 
 def repo_root() -> Path:
@@ -30,181 +31,87 @@ def say(message: str = "") -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class TerminalEvents:
+    """One line per case: the mark, the case, and the reason of anything that is not as expected."""
+    MARKS = {"PASS": ".", "XFAIL": "x", "XPASS": "X", "FAIL": "F", "ERROR": "E", "CRASH": "C"}
+
+    def message(self, text: str) -> None:
+        say(text)
+
+    def suite_started(self, suite, mnn_version: str, models: int) -> None:
+        say(f"suite {suite.name} ({suite.path}): MNN {mnn_version}")
+
+    def case_done(self, result) -> None:
+        verdict = result.verdict.value
+        line = f"  {self.MARKS[verdict]} {result.model}/{result.case} [{result.backend}] {verdict}"
+        if verdict not in ("PASS", "XFAIL"):
+            line += f" — {result.reason[:160]}"
+        say(line)
+
+
+def fail_on(chosen: Optional[list[str]]) -> frozenset[str]:
+    """`--fail-on X` adds X to the default classes; `--fail-on none` switches drift gating off."""
+    from mnn_parity.session import DEFAULT_FAIL_ON
+
+    chosen = chosen or []
+    if "none" in chosen:
+        return frozenset(c for c in chosen if c != "none")
+    return DEFAULT_FAIL_ON | frozenset(chosen)
+
+
+def session_for(args):
+    from mnn_parity.session import Session, SessionConfig
+
+    def path(value):
+        return Path(value).resolve() if value else None
+
+    config = SessionConfig(
+        root=repo_root(), mnn=getattr(args, "mnn", None), jobs=getattr(args, "jobs", 0) or 0,
+        backends=frozenset(args.backend) if getattr(args, "backend", None) else None,
+        models=frozenset(args.model) if getattr(args, "model", None) else None,
+        goldens_dir=path(getattr(args, "goldens", None)), report_dir=path(getattr(args, "report_dir", None)),
+        fail_on=fail_on(getattr(args, "fail_on", None)), junit=path(getattr(args, "junit", None)))
+    return Session(config, TerminalEvents())
+
+
 def _paths(args) -> list[Path]:
     return [Path(p) for p in args.paths] or [repo_root() / "suites"]
 
 
-def _load(args):
-    from mnn_parity.manifest.load import ManifestError, load_suites
+def _finish(result) -> int:
+    from mnn_parity.reports.render import terminal_summary
 
-    try:
-        return load_suites(_paths(args), repo_root())
-    except ManifestError as error:
-        for issue in error.issues:
-            say(str(issue))
-        say(f"{len(error.issues)} problem(s) in the manifest(s); nothing was run.")
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------- validate
-def cmd_validate(args) -> int:
-    suites = _load(args)
-    if suites is None:
-        return EXIT_SETUP
-    problems = dry_run_inputs(suites)
-    for problem in problems:
+    for outcome in result.outcomes:
+        say(terminal_summary(outcome.summary))
+        say("reports: " + ", ".join(str(p) for p in outcome.report_paths))
+    for problem in result.problems:
         say(problem)
-    if problems:
-        return EXIT_SETUP
-    for suite in suites:
-        say(f"ok: {suite.path} — suite {suite.name!r}, {len(suite.models)} model(s), "
-            f"backends {', '.join(suite.backends)}")
-    return EXIT_OK
+    if result.interrupted:
+        say("interrupted: every engine and converter was stopped; the reports above are partial")
+    elif result.problems:
+        say(f"{len(result.problems)} problem(s) in manifests or setup (exit status 2)")
+    return result.exit_status
 
 
-def dry_run_inputs(suites) -> list[str]:
-    """Preprocess the first case of every model: a bad image or a wrong shape is found before any engine runs."""
-    from mnn_parity.inputs.cases import build_feeds, constant_feeds, list_cases, shape_problem
-    from mnn_parity.modelinfo import onnx_signature
-    from mnn_parity.inputs.preprocess import PreprocessError
-
-    problems = []
-    for suite in suites:
-        for model in suite.models:
-            cases = list_cases(model, suite.root)
-            if not cases:
-                continue
-            try:
-                feeds = build_feeds(model, cases[0], constant_feeds(model))
-            except PreprocessError as error:
-                problems.append(f"{suite.path}: model {model.name!r}: {error}")
-                continue
-            inputs, _ = onnx_signature(model.onnx)
-            streamed = (model.stream or {}).get("input")
-            for name, feed in feeds.items():
-                problem = shape_problem(name, feed, inputs.get(name), name == streamed)
-                if problem:
-                    problems.append(f"{suite.path}: model {model.name!r}, case {cases[0].name!r}: {problem}")
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------------- run / bless
-def _mnn_env(args):
-    from mnn_parity.conversion.mnn_env import MnnEnvError, ensure_env
-
-    try:
-        return ensure_env(args.mnn, repo_root() / ".cache" / "mnn-envs")
-    except MnnEnvError as error:
-        say(f"cannot use MNN {args.mnn}: {error}")
-        return None
-
-
-def _options(args, env):
-    from mnn_parity.execution.model_work import RunOptions
-
-    return RunOptions(mnn_python=env.python, mnn_version=env.version, cache_dir=repo_root() / ".cache",
-                      backends=frozenset(args.backend) if args.backend else None,
-                      models=frozenset(args.model) if args.model else None,
-                      jobs=args.jobs or os.cpu_count() or 1)
-
-
-def _goldens_dir(args) -> Path:
-    return Path(args.goldens).resolve() if args.goldens else repo_root() / "goldens"
-
-
-def _progress(result) -> None:
-    mark = {"PASS": ".", "XFAIL": "x", "XPASS": "X", "FAIL": "F", "ERROR": "E", "CRASH": "C"}[result.verdict.value]
-    line = f"  {mark} {result.model}/{result.case} [{result.backend}] {result.verdict.value}"
-    if result.verdict.value not in ("PASS", "XFAIL"):
-        line += f" — {result.reason[:160]}"
-    say(line)
-
-
-def _execute(args):
-    """Load, then run every suite; returns (suite runs, exit status) — status is final when runs is None."""
-    suites = _load(args)
-    if suites is None:
-        return None, EXIT_SETUP
-    env = _mnn_env(args)
-    if env is None:
-        return None, EXIT_SETUP
-    from mnn_parity.execution.model_work import run_suite
-
-    options = _options(args, env)
-    runs = []
-    for suite in suites:
-        say(f"suite {suite.name} ({suite.path}): MNN {env.version}")
-        runs.append(run_suite(suite, options, _progress))
-    return runs, EXIT_OK
+def cmd_validate(args) -> int:
+    result = session_for(args).validate(_paths(args))
+    for problem in result.problems:
+        say(problem)
+    if not result.problems:
+        for suite in result.suites:
+            say(f"ok: {suite.path} — suite {suite.name!r}, {len(suite.models)} model(s), "
+                f"backends {', '.join(suite.backends)}")
+    return result.exit_status
 
 
 def cmd_run(args) -> int:
-    runs, status = _execute(args)
-    if runs is None:
-        return status
-    from mnn_parity.goldens.store import GoldenStore, attach_drift, stale_keys
-    from mnn_parity.reports.render import RunSummary, atomic_write_text, exit_status, render_junit, terminal_summary, write_reports
-
-    store = GoldenStore(_goldens_dir(args))
-    summaries = []
-    golden_errors: list[str] = []
-    for suite_run in runs:
-        suite = suite_run.suite
-        judged, baseline, errors = attach_drift(suite, suite_run.runs, store)
-        golden_errors += errors
-        current = {(r.result.model, r.result.case, r.result.backend) for r in judged}
-        selected = {m.name for m in suite.models if args.model is None or m.name in args.model}
-        stale = [key for key in stale_keys(store, suite.name, current)
-                 if key[0] in selected and (not args.backend or key[2] in args.backend)]
-        environment = {**suite_run.environment, "baseline_mnn_version": baseline}
-        summary = RunSummary(suite=suite.name, description=suite.description, environment=environment,
-                             results=[r.result for r in judged], stale=stale, started=suite_run.started,
-                             duration_s=suite_run.duration_s, fail_on=set(args.fail_on),
-                             slowdown_max=suite.latency.slowdown_max)
-        report_dir = Path(args.report_dir) if args.report_dir else repo_root() / "reports"
-        paths = write_reports(summary, report_dir)
-        summaries.append(summary)
-        say(terminal_summary(summary))
-        say("reports: " + ", ".join(str(p) for p in paths))
-    if args.junit:
-        atomic_write_text(Path(args.junit), render_junit(summaries))
-    setup_errors = [error for suite_run in runs for error in suite_run.setup_errors] + golden_errors
-    for error in setup_errors:
-        say(f"setup: {error}")
-    return EXIT_SETUP if setup_errors else exit_status(summaries)
+    return _finish(session_for(args).run(_paths(args)))
 
 
 def cmd_bless(args) -> int:
-    runs, status = _execute(args)
-    if runs is None:
-        return status
-    from mnn_parity.goldens.store import GoldenError, GoldenStore
-
-    store = GoldenStore(_goldens_dir(args))
-    refused = 0
-    for suite_run in runs:
-        blessable = [r for r in suite_run.runs if r.result.verdict.value not in ("ERROR", "CRASH")]
-        for r in suite_run.runs:
-            if r.result.verdict.value in ("ERROR", "CRASH"):
-                refused += 1
-                say(f"not blessed: {r.result.model}/{r.result.case} [{r.result.backend}] "
-                    f"{r.result.verdict.value}: {r.result.reason[:200]}")
-        try:
-            written = store.bless(suite_run.suite.name, blessable,
-                                  replace_all=not (args.model or args.backend))
-        except GoldenError as error:
-            say(f"bless failed, previous goldens kept: {error}")
-            return EXIT_SETUP
-        say(f"blessed {len(written)} golden(s) for suite {suite_run.suite.name} under MNN "
-            f"{suite_run.environment['mnn_version']}")
-    from mnn_parity.bundled.restore import dvc_track
-
-    problem = dvc_track(repo_root(), "goldens") if not args.goldens else "a --goldens folder is not tracked"
-    say("goldens.dvc updated: commit it with your change" if not problem else f"goldens/ not tracked by DVC: {problem}")
-    return EXIT_FAIL if refused else EXIT_OK
+    return _finish(session_for(args).bless(_paths(args)))
 
 
-# ---------------------------------------------------------------------------------------------------- new / data
 def cmd_new(args) -> int:
     from mnn_parity.scaffold import ScaffoldError, write_manifest
 
@@ -240,7 +147,6 @@ def cmd_data(args) -> int:
         return EXIT_SETUP
 
 
-# ---------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnn-parity", description=(
         "Check ONNX models converted to MNN against ONNX Runtime on real data, and see what changed "
@@ -252,7 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     with_paths(commands.add_parser("validate", help="check manifests: schema, files, names and shapes"))
-
     for name, text in (("run", "run suites and write reports"), ("bless", "record goldens from a run")):
         sub = with_paths(commands.add_parser(name, help=text))
         sub.add_argument("--backend", action="append", help="only this backend (repeatable)")
@@ -263,14 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             sub.add_argument("--report-dir", help="where reports go (default: reports/)")
             sub.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
-            sub.add_argument("--fail-on", action="append", choices=DRIFT_FAIL_CHOICES,
-                             help="drift classes that fail the run (default: regressed, changed)")
-
+            sub.add_argument("--fail-on", action="append", choices=DRIFT_CLASSES + ("none",),
+                             help="a drift class that also fails the run, besides regressed and changed "
+                                  "(repeatable); `none` switches drift gating off")
     new = commands.add_parser("new", help="write a starting manifest for an ONNX model")
     new.add_argument("model", help="the .onnx file")
     new.add_argument("-o", "--output", help="manifest to write (default: suites/<model>.yaml)")
     new.add_argument("--force", action="store_true", help="overwrite an existing manifest")
-
     data = commands.add_parser("data", help="restore or verify data/ against data.dvc")
     data.add_argument("action", choices=("restore", "verify"))
     return parser
@@ -278,10 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "fail_on", None) is None and args.command == "run":
-        args.fail_on = ["regressed", "changed"]
     handler = {"validate": cmd_validate, "run": cmd_run, "bless": cmd_bless, "new": cmd_new, "data": cmd_data}
-    return handler[args.command](args)
+    try:
+        return handler[args.command](args)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as error:   # a bug of ours must not look like a test failure (exit 1) to CI
+        import traceback
+
+        traceback.print_exc()
+        say(f"internal error: {type(error).__name__}: {error} — please report it (exit status 2)")
+        return EXIT_SETUP
 
 
 if __name__ == "__main__":

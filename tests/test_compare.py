@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from mnn_parity.comparison.metrics import DEAD_ZERO_ABS, REL_FLOOR, compare_output, cosine, judge
+from mnn_parity.comparison import compare_output
+from mnn_parity.comparison.criteria import judge_case as judge
+from mnn_parity.comparison.metrics import DEAD_ZERO_ABS, REL_FLOOR, cosine
 from mnn_parity.manifest.spec import TopK
 from mnn_parity.records import FailureClass, OutputComparison
 from mnn_parity.manifest.tolerance import Tolerance

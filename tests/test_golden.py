@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnn_parity.goldens import store as golden_mod
-from mnn_parity.comparison.metrics import compare_output
-from mnn_parity.goldens.store import (GOLDEN_LAYOUT, Golden, GoldenError, GoldenStore, classify_drift, decode_name,
-                           encode_name, stale_keys)
+from mnn_parity.goldens import serialization as golden_ser
+from mnn_parity.goldens import storage as golden_mod
+from mnn_parity.comparison import compare_output
+from mnn_parity.goldens import (GOLDEN_LAYOUT, Golden, GoldenError, GoldenStore, classify_drift, decode_name,
+                           encode_name)
 from mnn_parity.records import CaseResult, CaseRun, DriftClass, FailureClass, Verdict
 from mnn_parity.manifest.tolerance import Tolerance
 
@@ -240,7 +241,7 @@ def test_bless_dying_half_way_leaves_previous_goldens(tmp_path, ort_outputs, mon
     store = GoldenStore(root)
     v1 = perturbed(ort_outputs, 1e-6)
     store.bless(SUITE, [make_run(ort_outputs, v1, case=c) for c in ("c1", "c2", "c3")], replace_all=True)
-    real_write = golden_mod._write_npz
+    real_write = golden_ser.write_npz
     calls = []
 
     def failing_write(path, arrays):
@@ -249,7 +250,7 @@ def test_bless_dying_half_way_leaves_previous_goldens(tmp_path, ort_outputs, mon
             raise OSError(28, "No space left on device")
         real_write(path, arrays)
 
-    monkeypatch.setattr(golden_mod, "_write_npz", failing_write)
+    monkeypatch.setattr(golden_ser, "write_npz", failing_write)
     v2 = perturbed(ort_outputs, 5e-6)
     with pytest.raises(OSError, match="No space"):
         store.bless(SUITE, [make_run(ort_outputs, v2, case=c) for c in ("c1", "c2", "new")], replace_all=replace_all)
@@ -301,13 +302,43 @@ def test_leftover_temp_tree_of_a_killed_bless_is_ignored_then_removed(tmp_path, 
     store.bless(SUITE, [make_run(ort_outputs, ort_outputs, case="c1")], replace_all=True)
     other = "ocr suite/v1.b"      # a suite whose name extends this one's must be left alone
     store.bless(other, [make_run(ort_outputs, ort_outputs, case="o", suite=other)], replace_all=True)
-    leftover = tmp_path / f".{encode_name(SUITE)}~tmp-killed"
+    leftover = store.staging / f"{encode_name(SUITE)}~tmp-killed"
     (leftover / encode_name("tiny/det") / "cpu-fp32").mkdir(parents=True)
     (leftover / encode_name("tiny/det") / "cpu-fp32" / "junk.json").write_text("{}")
     assert store.keys(SUITE) == {("tiny/det", "c1", "cpu-fp32")}
     store.bless(SUITE, [make_run(ort_outputs, ort_outputs, case="c2")], replace_all=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([encode_name(SUITE), encode_name(other)])
     assert store.keys(other) == {("tiny/det", "o", "cpu-fp32")}
+    assert not leftover.exists()
+
+
+def test_a_killed_bless_leaves_nothing_inside_the_tracked_folder(tmp_path, ort_outputs, monkeypatch):
+    """The goldens folder is tracked by DVC: staging lives beside it, so `dvc status` never sees a half bless."""
+    root = tmp_path / "goldens"
+    store = GoldenStore(root)
+    store.bless(SUITE, [make_run(ort_outputs, ort_outputs, case="c1")], replace_all=True)
+
+    def killed(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(golden_mod, "_link_tree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.bless(SUITE, [make_run(ort_outputs, ort_outputs, case="c2")], replace_all=False)
+    assert sorted(p.name for p in root.iterdir()) == [encode_name(SUITE)]
+    assert store.staging.parent == root.parent and not store.staging.is_relative_to(root)
+
+
+def test_a_second_bless_at_the_same_time_is_refused_and_writes_nothing(tmp_path, ort_outputs):
+    import fcntl
+
+    store = GoldenStore(tmp_path / "goldens")
+    store.staging.mkdir(parents=True)
+    with open(store.staging / "bless.lock", "a") as held:      # another process in the middle of a bless
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(GoldenError, match="another bless"):
+            store.bless(SUITE, [make_run(ort_outputs, ort_outputs, case="c1")], replace_all=True)
+    assert not (tmp_path / "goldens").exists()
+    store.bless(SUITE, [make_run(ort_outputs, ort_outputs, case="c1")], replace_all=True)
+    assert store.keys(SUITE) == {("tiny/det", "c1", "cpu-fp32")}
 
 
 def test_swap_without_exchange_still_replaces_the_tree(tmp_path, ort_outputs, monkeypatch):
@@ -345,8 +376,8 @@ def test_stale_keys_are_goldens_without_a_current_case(tmp_path, ort_outputs):
     store = GoldenStore(tmp_path)
     store.bless(SUITE, [make_run(ort_outputs, ort_outputs, case=c) for c in ("a", "b", "c")], replace_all=True)
     current = {("tiny/det", "a", "cpu-fp32"), ("tiny/det", "new", "cpu-fp32")}
-    assert stale_keys(store, SUITE, current) == [("tiny/det", "b", "cpu-fp32"), ("tiny/det", "c", "cpu-fp32")]
-    assert stale_keys(store, "empty", current) == []
+    assert store.stale_keys(SUITE, current) == [("tiny/det", "b", "cpu-fp32"), ("tiny/det", "c", "cpu-fp32")]
+    assert store.stale_keys("empty", current) == []
 
 
 # --- drift ---------------------------------------------------------------------------------------------------

@@ -1,94 +1,59 @@
-"""One suite, end to end: convert each model, run its cases through the reference and every MNN backend,
-judge each case, and hand back `CaseRun`s. Nothing here writes reports or goldens.
+"""One work item end to end: convert the model, run its cases through the reference and every MNN backend, judge
+each case, and hand back immutable `CaseRun`s. Nothing here writes reports or goldens.
 
-Each model is independent, so models run in parallel (`jobs`); within a model, one reference worker and one
-worker per backend load the model once and run every case, and a worker that crashes is replaced for the next case.
+Within a model, one reference worker and one worker per backend load the model once and run every case; a worker
+that crashes is replaced for the next case. Workers come from a pool shared by the executor, so the next model
+with the same engine configuration reuses a running process.
 """
 from __future__ import annotations
 
-import datetime
-import platform
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
 
 import numpy as np
 
-from mnn_parity.inputs.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
-from mnn_parity.comparison.metrics import compare_output, judge
+from mnn_parity.comparison import compare_output, judge_case
 from mnn_parity.conversion.mnnconvert import Conversion, ConverterEnv, convert
 from mnn_parity.engines.host import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
+from mnn_parity.execution.plan import WorkItem, now
 from mnn_parity.hashing import array_sha256
-from mnn_parity.manifest.spec import BackendSpec, ModelSpec, Suite
-from mnn_parity.modelinfo import onnx_signature
+from mnn_parity.inputs.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
 from mnn_parity.inputs.preprocess import PreprocessError, degenerate_reason
+from mnn_parity.manifest.spec import BackendSpec, ModelSpec
+from mnn_parity.modelinfo import onnx_signature
 from mnn_parity.records import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict
 
 Progress = Callable[[CaseResult], None]
+Feeds = dict[str, np.ndarray]
+# A reference result: outputs with latency, or the verdict and reason why there are none.
+Reference = Union[tuple[dict, Optional[float]], tuple[Verdict, str]]
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    mnn_python: Path = Path(sys.executable)
-    mnn_version: str = ""
-    cache_dir: Path = Path(".cache")
-    backends: Optional[frozenset[str]] = None     # None: every backend of the suite
-    models: Optional[frozenset[str]] = None
-    jobs: int = 1
+class ModelOutcome:
+    """What one work item gives back: its judged runs, setup errors (exit status 2) and the versions it saw."""
+    runs: tuple[CaseRun, ...]
+    setup_errors: tuple[str, ...] = ()
+    onnxruntime_version: str = ""
 
 
-@dataclass
-class SuiteRun:
-    suite: Suite
-    runs: list[CaseRun]
-    environment: dict
-    setup_errors: list[str] = field(default_factory=list)   # bad data or setup: the run's exit status is 2
-    started: str = ""
-    duration_s: float = 0.0
+def execute(item: WorkItem, workers: WorkerPool, progress: Progress = lambda result: None) -> ModelOutcome:
+    return ModelWork(item, workers, progress).run_safely()
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def environment(options: RunOptions) -> dict:
-    from importlib.metadata import version
-
-    return {"mnn_version": options.mnn_version, "onnxruntime_version": version("onnxruntime"),
-            "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
-
-
-def run_suite(suite: Suite, options: RunOptions, progress: Progress = lambda result: None) -> SuiteRun:
-    import time
-
-    started, clock = now(), time.monotonic()
-    models = [m for m in suite.models if options.models is None or m.name in options.models]
-    env = environment(options)
-    workers = WorkerPool(suite.limits)
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-            outcomes = list(pool.map(lambda m: ModelRun(suite, m, options, env, progress, workers).run_safely(),
-                                     models))
-    finally:
-        workers.close()
-    runs = [run for model_runs, _ in outcomes for run in model_runs]
-    setup_errors = [error for _, errors in outcomes for error in errors]
-    return SuiteRun(suite, runs, env, setup_errors, started, time.monotonic() - clock)
-
-
-class ModelRun:
+class ModelWork:
     """The work for one model; methods in the order they happen."""
 
-    def __init__(self, suite: Suite, model: ModelSpec, options: RunOptions, env: dict, progress: Progress,
-                 workers: WorkerPool):
-        self.suite, self.model, self.options, self.env, self.progress = suite, model, options, env, progress
-        self.workers = workers
-        self.backends = [b for b in suite.backends_for(model)
-                         if options.backends is None or b.name in options.backends]
+    def __init__(self, item: WorkItem, workers: WorkerPool, progress: Progress):
+        self.item, self.suite, self.model, self.options = item, item.suite, item.model, item.options
+        self.backends = item.backends
+        self.workers, self.progress = workers, progress
         self.runs: list[CaseRun] = []
         self.setup_errors: list[str] = []
+        self.onnxruntime_version = ""
+
+    def _outcome(self) -> ModelOutcome:
+        return ModelOutcome(tuple(self.runs), tuple(self.setup_errors), self.onnxruntime_version)
 
     # -- results
     def _emit(self, case: str, backend: BackendSpec, verdict: Verdict, reason: str = "",
@@ -111,7 +76,7 @@ class ModelRun:
                     self._emit(case, backend, verdict, reason)
 
     # -- the flow
-    def run_safely(self) -> tuple[list[CaseRun], list[str]]:
+    def run_safely(self) -> ModelOutcome:
         """A fault in the runner itself fails this model's remaining cases, never the run of the other models."""
         try:
             return self.run()
@@ -119,24 +84,24 @@ class ModelRun:
             reason = f"internal error while running this model: {type(error).__name__}: {error}"
             self.setup_errors.append(f"{self.model.name}: {reason}")
             self._fail_all([case.name for case in list_cases(self.model, self.suite.root)], Verdict.ERROR, reason)
-            return self.runs, self.setup_errors
+            return self._outcome()
 
-    def run(self) -> tuple[list[CaseRun], list[str]]:
+    def run(self) -> ModelOutcome:
         if not self.backends:
-            return [], []
+            return self._outcome()
         cases = list_cases(self.model, self.suite.root)
         try:
             constants = constant_feeds(self.model)
         except PreprocessError as error:
             self.setup_errors.append(f"{self.model.name}: {error}")
             self._fail_all([c.name for c in cases], Verdict.ERROR, f"preprocessing: {error}")
-            return self.runs, self.setup_errors
+            return self._outcome()
         conversion = convert(self.model.onnx, self.model.convert,
                              ConverterEnv(self.options.mnn_python, self.options.mnn_version),
                              self.options.cache_dir / "converted", self.suite.limits)
         if not conversion.ok:
             self._fail_all([c.name for c in cases], Verdict.ERROR, f"conversion failed: {conversion.reason}")
-            return self.runs, self.setup_errors
+            return self._outcome()
         onnx_inputs, onnx_outputs = onnx_signature(self.model.onnx)
         output_names = [n for n in onnx_outputs if not (n in self.model.outputs and self.model.outputs[n].skip)]
 
@@ -145,7 +110,7 @@ class ModelRun:
         provenance = self._provenance(conversion)
         for backend in self.backends:
             self._run_backend(backend, conversion, prepared, references, output_names, onnx_inputs, provenance)
-        return self.runs, self.setup_errors
+        return self._outcome()
 
     def _prepare(self, cases: list[Case], constants: dict, onnx_inputs: dict) -> list[tuple[Case, object]]:
         """Each case with its feeds, or with the reason it has none (bad data: a setup error, exit status 2)."""
@@ -164,23 +129,26 @@ class ModelRun:
                 prepared.append((case, f"preprocessing: {error}"))
         return prepared
 
-    def _run_reference(self, prepared, output_names) -> dict[str, object]:
-        """Reference outputs per case: a dict of arrays with latency, or the reason there are none."""
-        results: dict[str, object] = {}
+    def _run_reference(self, prepared, output_names) -> dict[str, Reference]:
+        """Reference outputs per case, or the verdict and reason there are none: a timeout or a signal is a CRASH
+        of the reference as it is of MNN; a refused input an ERROR."""
+        results: dict[str, Reference] = {}
         spec = EngineSpec("onnxruntime", self.model.onnx, (), tuple(output_names),
                           {k: v for k, v in self.suite.reference.items() if k != "engine"})
         worker: Optional[EngineProcess] = None
         for case, feeds in prepared:
             if isinstance(feeds, str):
-                results[case.name] = feeds
+                results[case.name] = (Verdict.ERROR, feeds)
                 continue
             try:
                 worker = worker if worker and worker.alive else self.workers.take(spec)
-                self.env["onnxruntime_version"] = worker.version or self.env["onnxruntime_version"]
+                self.onnxruntime_version = worker.version or self.onnxruntime_version
                 results[case.name] = worker.infer(feeds, self.model.stream, self.suite.latency.warmup,
                                                   self.suite.latency.repeat)
-            except (EngineCrash, EngineError) as error:
-                results[case.name] = f"reference (ONNX Runtime) failed: {error}"
+            except EngineCrash as crash:
+                results[case.name] = (Verdict.CRASH, f"reference (ONNX Runtime) {crash}")
+            except EngineError as error:
+                results[case.name] = (Verdict.ERROR, f"reference (ONNX Runtime) failed: {error}")
         if worker:
             self.workers.give_back(worker)
         return results
@@ -192,8 +160,8 @@ class ModelRun:
         worker: Optional[EngineProcess] = None
         for case, feeds in prepared:
             reference = references[case.name]
-            if isinstance(reference, str):
-                self._emit(case.name, backend, Verdict.ERROR, reference)
+            if isinstance(reference[0], Verdict):
+                self._emit(case.name, backend, *reference)
                 continue
             ref_outputs, ref_latency = reference
             try:
@@ -216,7 +184,7 @@ class ModelRun:
                 continue
             comparisons = [self._compare(name, ref_outputs[name], mnn_outputs.get(name), backend.name)
                            for name in output_names]
-            failure_class, reason = judge(comparisons)
+            failure_class, reason = judge_case(comparisons)
             verdict = Verdict.PASS if failure_class is None else Verdict.FAIL
             latency = {k: v for k, v in (("reference", ref_latency), ("mnn", mnn_latency)) if v is not None}
             case_provenance = {**provenance, "runtime": backend.runtime,
@@ -240,7 +208,7 @@ class ModelRun:
     def _provenance(self, conversion: Conversion) -> dict:
         return {
             "mnn_version": self.options.mnn_version,
-            "onnxruntime_version": self.env.get("onnxruntime_version", ""),
+            "onnxruntime_version": self.onnxruntime_version or self.item.environment.get("onnxruntime_version", ""),
             "convert_flags": self.model.convert.as_dict(),
             "onnx_sha256": conversion.onnx_sha256,
             "mnn_model_sha256": conversion.mnn_sha256,

@@ -1,0 +1,58 @@
+"""What a run will do, as plain data: one work item per model, picklable, so that a thread, a process or a remote
+Dask worker can execute it and hand back immutable records."""
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+from mnn_parity.manifest.spec import BackendSpec, ModelSpec, Suite
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    mnn_python: Path = Path(sys.executable)
+    mnn_version: str = ""
+    cache_dir: Path = Path(".cache")
+    backends: Optional[frozenset[str]] = None     # None: every backend of the suite
+    models: Optional[frozenset[str]] = None
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One model's work: convert it, run its cases on the reference and on each backend, judge each case."""
+    suite: Suite
+    model: ModelSpec
+    backends: tuple[BackendSpec, ...]
+    options: RunOptions
+    environment: Mapping[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.suite.name}/{self.model.name}"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def environment(options: RunOptions) -> dict:
+    from importlib.metadata import version
+
+    return {"mnn_version": options.mnn_version, "onnxruntime_version": version("onnxruntime"),
+            "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
+
+
+def plan(suite: Suite, options: RunOptions, env: Mapping[str, str]) -> list[WorkItem]:
+    items = []
+    for model in suite.models:
+        if options.models is not None and model.name not in options.models:
+            continue
+        backends = tuple(b for b in suite.backends_for(model)
+                         if options.backends is None or b.name in options.backends)
+        items.append(WorkItem(suite, model, backends, options, dict(env)))
+    return items
