@@ -15,38 +15,28 @@ EXIT_OK, EXIT_SETUP, EXIT_INTERRUPTED = 0, 2, 130
 DRIFT_CLASSES = ("regressed", "changed", "drifted", "new", "stale")
 
 
-def repo_root() -> Path:
-    """The repository the manifests live in: the nearest folder up from here holding suites/ or data.dvc."""
+MARKERS = (".git", ".mnn-parity")    # `mnn-parity init` writes the second where there is no git repository
+_ROOT_OVERRIDE: Optional[Path] = None
+
+
+def repo_root(start: Optional[Path] = None) -> Path:
+    """The repository every manifest path is relative to: `--root`, else $MNN_PARITY_ROOT, else the nearest folder
+    holding .git or .mnn-parity above the first manifest named (or the working directory)."""
+    if _ROOT_OVERRIDE is not None:
+        return _ROOT_OVERRIDE
     env = os.environ.get("MNN_PARITY_ROOT")
     if env:
         return Path(env).resolve()
-    here = Path.cwd().resolve()
+    here = (start or Path.cwd()).resolve()
+    here = here if here.is_dir() else here.parent
     for candidate in (here, *here.parents):
-        if (candidate / "data.dvc").exists() or (candidate / "suites").is_dir() or (candidate / ".git").exists():
+        if any((candidate / marker).exists() for marker in MARKERS):
             return candidate
-    return here
+    return Path.cwd().resolve()
 
 
 def say(message: str = "") -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-class TerminalEvents:
-    """One line per case: the mark, the case, and the reason of anything that is not as expected."""
-    MARKS = {"PASS": ".", "XFAIL": "x", "XPASS": "X", "FAIL": "F", "ERROR": "E", "CRASH": "C"}
-
-    def message(self, text: str) -> None:
-        say(text)
-
-    def suite_started(self, suite, mnn_version: str, models: int) -> None:
-        say(f"suite {suite.name} ({suite.path}): MNN {mnn_version}")
-
-    def case_done(self, result) -> None:
-        verdict = result.verdict.value
-        line = f"  {self.MARKS[verdict]} {result.model}/{result.case} [{result.backend}] {verdict}"
-        if verdict not in ("PASS", "XFAIL"):
-            line += f" — {result.reason[:160]}"
-        say(line)
 
 
 def fail_on(chosen: Optional[list[str]]) -> frozenset[str]:
@@ -71,15 +61,17 @@ def session_for(args):
         models=frozenset(args.model) if getattr(args, "model", None) else None,
         goldens_dir=path(getattr(args, "goldens", None)), report_dir=path(getattr(args, "report_dir", None)),
         fail_on=fail_on(getattr(args, "fail_on", None)), junit=path(getattr(args, "junit", None)))
-    return Session(config, TerminalEvents())
+    from mnn_parity.progress import terminal_events
+
+    return Session(config, terminal_events(getattr(args, "verbosity", 1)))
 
 
 def _paths(args) -> list[Path]:
-    return [Path(p) for p in args.paths] or [repo_root() / "suites"]
+    return [Path(p).resolve() for p in args.paths] or [repo_root() / "suites"]
 
 
 def _finish(result) -> int:
-    from mnn_parity.reports.render import terminal_summary
+    from mnn_parity.reports import terminal_summary
 
     for outcome in result.outcomes:
         say(terminal_summary(outcome.summary))
@@ -105,11 +97,21 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    return _finish(session_for(args).run(_paths(args)))
+    session = session_for(args)
+    try:
+        result = session.run(_paths(args))
+    finally:
+        session.events.close()
+    return _finish(result)
 
 
 def cmd_bless(args) -> int:
-    return _finish(session_for(args).bless(_paths(args)))
+    session = session_for(args)
+    try:
+        result = session.bless(_paths(args))
+    finally:
+        session.events.close()
+    return _finish(result)
 
 
 def cmd_new(args) -> int:
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnn-parity", description=(
         "Check ONNX models converted to MNN against ONNX Runtime on real data, and see what changed "
         "when MNN or a conversion changed."))
+    parser.add_argument("--root", metavar="DIR", help="the repository manifest paths are relative to "
+                        "(default: the nearest folder holding .git or .mnn-parity)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_paths(sub):
@@ -165,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
         sub.add_argument("--jobs", type=int, default=0, help="models run in parallel (default: core count)")
         sub.add_argument("--goldens", metavar="DIR", help="golden store (default: goldens/, tracked by goldens.dvc)")
+        sub.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0, default=1,
+                         help="print only cases that are not as expected")
+        sub.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
+                         help="also print every case and each model's phase")
         if name == "run":
             sub.add_argument("--report-dir", help="where reports go (default: reports/)")
             sub.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
@@ -181,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    global _ROOT_OVERRIDE
     args = build_parser().parse_args(argv)
+    paths = getattr(args, "paths", None) or []
+    _ROOT_OVERRIDE = Path(args.root).resolve() if args.root else (
+        repo_root(Path(paths[0])) if paths and not os.environ.get("MNN_PARITY_ROOT") else None)
     handler = {"validate": cmd_validate, "run": cmd_run, "bless": cmd_bless, "new": cmd_new, "data": cmd_data}
     try:
         return handler[args.command](args)

@@ -27,9 +27,13 @@ class Events:
 
     def message(self, text: str) -> None: ...
 
-    def suite_started(self, suite: Suite, mnn_version: str, models: int) -> None: ...
+    def suite_started(self, suite: Suite, mnn_version: str, cases: int) -> None: ...
+
+    def phase(self, model: str, what: str) -> None: ...
 
     def case_done(self, result: CaseResult) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -200,10 +204,10 @@ class Session:
                              jobs=self.config.jobs or os.cpu_count() or 1)
         info = environment(options)
         items = plan(suite, options, info)
-        self.events.suite_started(suite, env.version, len(items))
+        self.events.suite_started(suite, env.version, _case_count(items))
         started, clock = now(), time.monotonic()
         try:
-            outcomes = ThreadExecutor(options.jobs).run(items, self.events.case_done)
+            outcomes = ThreadExecutor(options.jobs).run(items, self.events.case_done, self.events.phase)
         except Interrupted as stop:
             stop.partial = _merge(suite, stop.outcomes, info, started, time.monotonic() - clock)
             raise
@@ -212,7 +216,7 @@ class Session:
     def _conclude(self, executed: _Executed, interrupted: bool) -> SuiteOutcome:
         """Drift, stale goldens, summary and reports for one executed suite."""
         from mnn_parity.goldens import GoldenStore, attach_drift
-        from mnn_parity.reports.render import RunSummary, write_reports
+        from mnn_parity.reports import RunSummary, write_reports
 
         store = GoldenStore(self.config.goldens)
         store.recover()
@@ -235,7 +239,7 @@ class Session:
 
     def _result(self, outcomes: list[SuiteOutcome], problems: list[str], interrupted: bool) -> SessionResult:
         from mnn_parity.fsutil import atomic_write_text
-        from mnn_parity.reports.render import exit_status, render_junit
+        from mnn_parity.reports import exit_status, render_junit
 
         summaries = [o.summary for o in outcomes]
         if self.config.junit:
@@ -266,6 +270,20 @@ def _merge(suite: Suite, outcomes, info: dict, started: str, duration_s: float) 
     seen = next((o.onnxruntime_version for o in outcomes if o.onnxruntime_version), "")
     environment = {**info, "onnxruntime_version": seen or info.get("onnxruntime_version", "")}
     return _Executed(suite, runs, environment, [e for o in outcomes for e in o.setup_errors], started, duration_s)
+
+
+def _case_count(items) -> int:
+    """For the progress display only: a model whose cases cannot be listed counts for one."""
+    from mnn_parity.inputs.cases import list_cases
+
+    total = 0
+    for item in items:
+        try:
+            cases = len(list_cases(item.model, item.suite.root)) or 1
+        except Exception:   # the run itself reports why; a progress bar must not
+            cases = 1
+        total += cases * len(item.backends)
+    return total
 
 
 def _issue(path: Path, message: str):

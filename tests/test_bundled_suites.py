@@ -15,9 +15,19 @@ from mnn_parity.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One conversion cache for the module, outside the working tree: no test writes into the repository."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def in_repo(monkeypatch):
+def in_repo(monkeypatch, cache):
     monkeypatch.setenv("MNN_PARITY_ROOT", str(ROOT))
+    monkeypatch.setenv("MNN_PARITY_CACHE_DIR", str(cache))
     monkeypatch.chdir(ROOT)
 
 

@@ -6,7 +6,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Protocol, Sequence
 
 from mnn_parity.engines.host import WorkerPool
-from mnn_parity.execution.model_work import ModelOutcome, Progress, execute
+from mnn_parity.execution.model_work import ModelOutcome, Phase, Progress, execute
 from mnn_parity.execution.plan import WorkItem
 
 
@@ -19,7 +19,7 @@ class Interrupted(Exception):
 
 
 class Executor(Protocol):
-    def run(self, items: Sequence[WorkItem], progress: Progress) -> list[ModelOutcome]: ...
+    def run(self, items: Sequence[WorkItem], progress: Progress, phase: Phase) -> list[ModelOutcome]: ...
 
 
 class ThreadExecutor:
@@ -29,12 +29,13 @@ class ThreadExecutor:
     def __init__(self, jobs: int):
         self.jobs = max(1, jobs)
 
-    def run(self, items: Sequence[WorkItem], progress: Progress) -> list[ModelOutcome]:
+    def run(self, items: Sequence[WorkItem], progress: Progress,
+            phase: Phase = lambda model, what: None) -> list[ModelOutcome]:
         if not items:
             return []
         workers = WorkerPool(items[0].suite.limits)
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mnn-parity-model")
-        futures = [pool.submit(execute, item, workers, progress) for item in items]
+        futures = [pool.submit(execute, item, workers, progress, phase) for item in items]
         try:
             pending = set(futures)
             while pending:

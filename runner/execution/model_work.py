@@ -24,6 +24,7 @@ from mnn_parity.modelinfo import onnx_signature
 from mnn_parity.records import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict
 
 Progress = Callable[[CaseResult], None]
+Phase = Callable[[str, str], None]          # (model, what it is doing now), for a progress display
 Feeds = dict[str, np.ndarray]
 # A reference result: outputs with latency, or the verdict and reason why there are none.
 Reference = Union[tuple[dict, Optional[float]], tuple[Verdict, str]]
@@ -37,17 +38,19 @@ class ModelOutcome:
     onnxruntime_version: str = ""
 
 
-def execute(item: WorkItem, workers: WorkerPool, progress: Progress = lambda result: None) -> ModelOutcome:
-    return ModelWork(item, workers, progress).run_safely()
+def execute(item: WorkItem, workers: WorkerPool, progress: Progress = lambda result: None,
+            phase: Phase = lambda model, what: None) -> ModelOutcome:
+    return ModelWork(item, workers, progress, phase).run_safely()
 
 
 class ModelWork:
     """The work for one model; methods in the order they happen."""
 
-    def __init__(self, item: WorkItem, workers: WorkerPool, progress: Progress):
+    def __init__(self, item: WorkItem, workers: WorkerPool, progress: Progress, phase: Phase):
         self.item, self.suite, self.model, self.options = item, item.suite, item.model, item.options
         self.backends = item.backends
         self.workers, self.progress = workers, progress
+        self.phase = lambda what: phase(item.model.name, what)
         self.runs: list[CaseRun] = []
         self.setup_errors: list[str] = []
         self.onnxruntime_version = ""
@@ -96,6 +99,7 @@ class ModelWork:
             self.setup_errors.append(f"{self.model.name}: {error}")
             self._fail_all([c.name for c in cases], Verdict.ERROR, f"preprocessing: {error}")
             return self._outcome()
+        self.phase("converting")
         conversion = convert(self.model.onnx, self.model.convert,
                              ConverterEnv(self.options.mnn_python, self.options.mnn_version),
                              self.options.cache_dir / "converted", self.suite.limits)
@@ -106,9 +110,11 @@ class ModelWork:
         output_names = [n for n in onnx_outputs if not (n in self.model.outputs and self.model.outputs[n].skip)]
 
         prepared = self._prepare(cases, constants, onnx_inputs)
+        self.phase("running the reference")
         references = self._run_reference(prepared, output_names)
         provenance = self._provenance(conversion)
         for backend in self.backends:
+            self.phase(f"running {backend.name}")
             self._run_backend(backend, conversion, prepared, references, output_names, onnx_inputs, provenance)
         return self._outcome()
 

@@ -1,0 +1,41 @@
+"""Running suites from Python: the same session the command line and the pytest plugin use.
+
+    from mnn_parity.api import run
+    result = run(["suites/ocr.yaml"], root=".")
+    for outcome in result.outcomes:
+        print(outcome.suite.name, outcome.summary.results)
+    assert result.exit_status == 0
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+from mnn_parity.session import Events, Session, SessionConfig, SessionResult
+
+PathLike = Union[str, Path]
+
+
+def _session(root: PathLike, events: Optional[Events], **options) -> Session:
+    options = {k: (Path(v).resolve() if k.endswith(("_dir", "junit")) and v is not None else v)
+               for k, v in options.items()}
+    return Session(SessionConfig(root=Path(root).resolve(), **options), events)
+
+
+def run(paths: Iterable[PathLike] = ("suites",), root: PathLike = ".", events: Optional[Events] = None,
+        **options) -> SessionResult:
+    """Run suites and write their reports; `options` are `SessionConfig` fields (mnn, jobs, backends, models,
+    goldens_dir, report_dir, cache_dir, fail_on, junit)."""
+    session = _session(root, events, **options)
+    return session.run([session.config.root / p for p in paths])
+
+
+def bless(paths: Iterable[PathLike] = ("suites",), root: PathLike = ".", events: Optional[Events] = None,
+          **options) -> SessionResult:
+    session = _session(root, events, **options)
+    return session.bless([session.config.root / p for p in paths])
+
+
+def validate(paths: Iterable[PathLike] = ("suites",), root: PathLike = ".") -> SessionResult:
+    session = _session(root, None)
+    return session.validate([session.config.root / p for p in paths])

@@ -1,0 +1,31 @@
+"""The few lines a run prints per suite: the counts, the first problems, what changed, where the reports are."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from mnn_parity.reports.formatting import first_line, ident, short
+from mnn_parity.reports.policy import RunSummary, counts, exit_status, problems
+
+
+def terminal_summary(summary: RunSummary, paths: Sequence[Path | str] = (), max_listed: int = 5) -> str:
+    c = counts(summary)
+    verdicts = ", ".join(f"{n} {v}" for v, n in c["verdict"].items()) or "nothing ran"
+    mark = "FAILED" if exit_status([summary]) else "ok"
+    lines = [f"{summary.suite}: {c['total']} cases — {verdicts} ({summary.duration_s:.1f} s) [{mark}]"]
+    found = problems(summary)
+    for r in found[:max_listed]:
+        cls = f" {r.failure_class.value}" if r.failure_class is not None else ""
+        lines.append(f"  {r.verdict.value}{cls} {ident(r)}: {short(first_line(r.reason), 120)}")
+    if len(found) > max_listed:
+        lines.append(f"  … and {len(found) - max_listed} more")
+    if c["drift"]:
+        lines.append("  goldens: " + ", ".join(f"{n} {d}" for d, n in c["drift"].items()))
+    then, now = summary.environment.get("baseline_mnn_version"), summary.environment.get("mnn_version")
+    if then and then != now:
+        lines.append(f"  MNN {then} → {now}")
+    if c["slowdowns"]:
+        lines.append(f"  {c['slowdowns']} slower than {summary.slowdown_max:g}x golden latency")
+    if paths:
+        lines.append("  reports: " + ", ".join(str(p) for p in paths))
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""The session's own rules, on the real engines with a tiny Conv: gates that must not switch themselves off,
+one bad manifest not stopping the good ones, --fail-on, internal errors, and Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnn_parity.cli import fail_on, main
+from mnn_parity.session import DEFAULT_FAIL_ON, Events, Session, SessionConfig
+from tests import onnx_models
+
+GOOD = """\
+suite: good
+latency: {warmup: 0, repeat: 1}
+models:
+  - name: conv
+    onnx: models/conv.onnx
+    inputs:
+      x: {files: inputs/*.npy, preprocess: [{load: {}}]}
+"""
+
+
+@pytest.fixture()
+def repo(tmp_path: Path, monkeypatch) -> Path:
+    onnx_models.conv_relu(tmp_path / "models/conv.onnx")
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs/a.npy", np.random.RandomState(1).rand(1, 3, 8, 8).astype(np.float32))
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites/good.yaml").write_text(GOOD)
+    monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
+    monkeypatch.setenv("MNN_PARITY_CACHE_DIR", str(tmp_path / ".cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_one_bad_manifest_does_not_stop_the_good_suite(repo: Path, capsys):
+    (repo / "suites/bad.yaml").write_text("suite: bad\nmodels:\n  - name: m\n    onnx: models/none.onnx\n"
+                                          "    inputs: {x: {files: inputs/*.npy, preprocess: [{load: {}}]}}\n")
+    assert main(["run"]) == 2
+    assert json.loads((repo / "reports/good.json").read_text())["counts"]["verdict"] == {"PASS": 1}
+    assert not (repo / "reports/bad.json").exists()
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_goldens_tracked_by_dvc_but_not_pulled_is_a_setup_error(repo: Path, capsys):
+    (repo / "goldens.dvc").write_text("outs:\n- path: goldens\n")
+    assert main(["run"]) == 2
+    assert "run `dvc pull goldens.dvc`" in capsys.readouterr().err
+    assert not (repo / "reports").exists()           # nothing ran: a forgotten pull checks nothing, loudly
+
+
+def test_fail_on_adds_to_the_defaults_and_none_switches_gating_off():
+    assert fail_on(None) == DEFAULT_FAIL_ON
+    assert fail_on(["drifted"]) == DEFAULT_FAIL_ON | {"drifted"}
+    assert fail_on(["none"]) == frozenset()
+    assert fail_on(["none", "stale"]) == frozenset({"stale"})
+
+
+def test_an_internal_error_is_exit_status_2_not_a_test_failure(repo: Path, monkeypatch, capsys):
+    def broken(self, paths):
+        raise RuntimeError("a bug of ours")
+    monkeypatch.setattr(Session, "run", broken)
+    assert main(["run"]) == 2
+    assert "internal error: RuntimeError: a bug of ours" in capsys.readouterr().err
+
+
+def test_the_session_reports_cases_as_they_finish_and_returns_the_records(repo: Path):
+    seen = []
+
+    class Collect(Events):
+        def case_done(self, result):
+            seen.append(result)
+
+    result = Session(SessionConfig(root=repo, report_dir=repo / "out", goldens_dir=repo / "g"), Collect()) \
+        .run([repo / "suites"])
+    assert result.exit_status == 0 and not result.problems
+    assert [r.verdict.value for r in seen] == ["PASS"]
+    (outcome,) = result.outcomes
+    assert outcome.runs[0].result.drift.drift_class.value == "new"     # drift attached as a new record ...
+    assert seen[0].drift is None                                         # ... the one reported live is untouched
+    assert {p.name for p in outcome.report_paths} == {"good.md", "good.json"}
+
+
+SLOW_MANIFEST = """\
+suite: slow
+limits: {timeout_s: 600}
+latency: {warmup: 0, repeat: 0}
+models:
+  - name: chain
+    onnx: models/chain.onnx
+    inputs:
+      x: {files: inputs/*.npy, preprocess: [{load: {}}]}
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_children_within_seconds_and_writes_a_partial_report(tmp_path: Path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    # A chain of big MatMuls: seconds of work per engine call, so Ctrl-C lands while children compute.
+    size, depth = 1024, 200
+    weight = numpy_helper.from_array(np.eye(size, dtype=np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", "w"], [f"h{i + 1}"]) for i in range(depth)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+                              [helper.make_tensor_value_info(f"h{depth}", TensorProto.FLOAT, [size, size])], [weight])
+    import onnx
+    (tmp_path / "models").mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
+              str(tmp_path / "models/chain.onnx"))
+    (tmp_path / "inputs").mkdir()
+    for i in range(3):
+        np.save(tmp_path / f"inputs/c{i}.npy", np.ones((size, size), np.float32))
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites/slow.yaml").write_text(SLOW_MANIFEST)
+    env = {**os.environ, "MNN_PARITY_ROOT": str(tmp_path), "MNN_PARITY_CACHE_DIR": str(tmp_path / ".cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "mnn_parity.cli", "run"], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(8)                                  # conversion done, engines busy
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 5, err
+    report = json.loads((tmp_path / "reports/slow.json").read_text())
+    assert "partial" in report["environment"]["interrupted"]
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / ".cache")], capture_output=True, text=True).stdout
+    assert not leftover.strip()
