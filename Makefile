@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install data validate bench clean
+.PHONY: run test test-fast install data validate bench mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,22 @@ run: data
 validate: $(STAMP)
 	$(VENV)/bin/mnn-parity validate suites/
 
+# The network guard's test watches children with strace; install it where the machine lets us (Debian, root).
+STRACE := $(shell command -v strace 2>/dev/null)
+
 test: data
+	@test -n "$(STRACE)" || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -qq strace >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq strace)) \
+		>/dev/null 2>&1) || true
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the real-data suites, environment builds and wheel builds.
+test-fast: data
+	$(PY) -m pytest -q -m "not slow"
+
+# Mutation score of comparison, the tolerance cascade and drift (see scripts/mutation.py).
+mutation: $(STAMP)
+	$(PY) scripts/mutation.py
 
 bench: data
 	$(PY) bench/overhead.py
