@@ -20,7 +20,8 @@ _IMAGE_RANK = 4
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "model"
+    # 64: the longest suite and model name a manifest accepts
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:64].strip("-.") or "model"
 
 
 def describe_model(path: Path) -> tuple[list[dict], list[dict]]:

@@ -152,7 +152,7 @@ class Session:
 
     def load(self, paths: Iterable[Path]) -> tuple[list[Suite], list[str]]:
         """Every manifest on its own: one bad manifest is reported, the good ones still run."""
-        from mnn_parity.manifest.load import ManifestError, find_manifests, load_suite
+        from mnn_parity.manifest import ManifestError, find_manifests, load_suite
 
         suites, problems, names = [], [], {}
         for path in find_manifests([Path(p) for p in paths]):
@@ -287,6 +287,6 @@ def _case_count(items) -> int:
 
 
 def _issue(path: Path, message: str):
-    from mnn_parity.manifest.load import ManifestIssue
+    from mnn_parity.manifest import ManifestIssue
 
     return ManifestIssue(str(path), "", None, message)

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnn_parity.manifest.load import ManifestError, load_suite, load_suites, shapes_fit
+from mnn_parity.manifest import ManifestError, load_suite, load_suites
+from mnn_parity.manifest.semantic import shapes_fit
 from mnn_parity.manifest.tolerance import Tolerance, cascade
 from tests import onnx_models
 

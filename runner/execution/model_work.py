@@ -21,6 +21,7 @@ from mnn_parity.inputs.cases import Case, build_feeds, constant_feeds, list_case
 from mnn_parity.inputs.preprocess import PreprocessError, degenerate_reason
 from mnn_parity.manifest.spec import BackendSpec, ModelSpec
 from mnn_parity.modelinfo import onnx_signature
+from mnn_parity.paths import external_data_problems
 from mnn_parity.records import CaseResult, CaseRun, FailureClass, OutputComparison, Verdict
 
 Progress = Callable[[CaseResult], None]
@@ -98,6 +99,11 @@ class ModelWork:
         except PreprocessError as error:
             self.setup_errors.append(f"{self.model.name}: {error}")
             self._fail_all([c.name for c in cases], Verdict.ERROR, f"preprocessing: {error}")
+            return self._outcome()
+        escapes = external_data_problems(self.model.onnx, self.suite.root)
+        if escapes:   # validated before, but a file can change between validate and run: refuse, never convert
+            self._fail_all([c.name for c in cases], Verdict.ERROR, "; ".join(escapes))
+            self.setup_errors.append(f"{self.model.name}: " + "; ".join(escapes))
             return self._outcome()
         self.phase("converting")
         conversion = convert(self.model.onnx, self.model.convert,

@@ -5,36 +5,59 @@ are built once per model. The same feeds go to ONNX Runtime and to MNN: preproce
 """
 from __future__ import annotations
 
-import glob
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from mnn_parity.manifest.load import ModelSpec
+from mnn_parity.inputs.arrays import load_npz
 from mnn_parity.inputs.preprocess import PreprocessError, run_pipeline
+from mnn_parity.manifest.spec import ModelSpec
+from mnn_parity.paths import inside, match_glob, resolved, shown
 
 
 @dataclass(frozen=True)
 class Case:
     name: str                 # the file's stem, made unique with its folder where stems repeat
-    source: Path              # the file the case comes from
+    source: Path              # the file the case comes from, as the glob matched it
     label: str = ""           # the file as the user wrote it: relative to the repository root
+    root: Optional[Path] = None     # the repository root it must stay inside when it is read
+    refused: str = ""         # why it must not be read (it leads outside the root): reading it fails the case
 
 
 def list_cases(model: ModelSpec, root: Path) -> list[Case]:
+    """One case per file matched, sorted; a match leading outside the repository becomes a refused case.
+
+    Refused rather than dropped: `validate` reports it, and a file that changed since is a failed case in the
+    report, not a case silently missing from it.
+    """
+    root = Path(root).resolve()
     patterns = (model.cases,) if model.cases else next(spec.files for spec in model.inputs.values() if spec.files)
-    matched = {Path(p) for pattern in patterns for p in glob.glob(str(root / pattern), recursive=True)}
-    files = sorted(p for p in matched if p.is_file())
-    if model.max_cases:
-        files = files[: model.max_cases]
-    stems = [f.stem for f in files]
-    cases = []
-    for path in files:
-        name = path.stem if stems.count(path.stem) == 1 else str(path.relative_to(root).with_suffix(""))
-        cases.append(Case(name, path, str(path.relative_to(root))))
-    return cases
+    files: dict[Path, str] = {}
+    for pattern in patterns:
+        match = match_glob(root, pattern)
+        if match.escapes:
+            files[root / pattern] = f"{match.problems[0]}: refused"
+        files.update((path, "") for path in match.files)
+        files.update((path, f"glob {pattern!r} leads it to {resolved(root, path)}, outside the repository root "
+                            f"{root}: refused") for path in match.outside)
+    ordered = sorted(files)[: model.max_cases] if model.max_cases else sorted(files)
+    stems = [f.stem for f in ordered]
+    return [Case(path.stem if stems.count(path.stem) == 1 else str(Path(shown(root, path)).with_suffix("")),
+                 path, shown(root, path), root, files[path]) for path in ordered]
+
+
+def readable_path(case: Case) -> Path:
+    """The file to open for this case, checked again now: a file can change between listing and reading."""
+    where = case.label or str(case.source)
+    if case.refused:
+        raise PreprocessError(case.refused, file=where)
+    if case.root is not None and not inside(case.root, case.source):
+        raise PreprocessError(f"now leads to {resolved(case.root, case.source)}, outside the repository root "
+                              f"{case.root}: refused", file=where)
+    # open the file the check saw, not a link that could be swapped after it
+    return resolved(case.source.parent, case.source) or case.source
 
 
 def constant_feeds(model: ModelSpec) -> dict[str, np.ndarray]:
@@ -45,11 +68,11 @@ def constant_feeds(model: ModelSpec) -> dict[str, np.ndarray]:
 def build_feeds(model: ModelSpec, case: Case, constants: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every input of the model for this case; raises PreprocessError naming the file and the step."""
     feeds = dict(constants)
+    source = readable_path(case)
     if model.cases:
         try:
-            with np.load(case.source, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except Exception as error:
+            arrays = load_npz(source)
+        except Exception as error:  # ArrayFileError for what load_npz refuses; zipfile and zlib errors if corrupt
             raise PreprocessError(f"cannot read as .npz: {error}", file=case.label or str(case.source))
         for name, array in arrays.items():
             spec = model.inputs.get(name)
@@ -64,7 +87,7 @@ def build_feeds(model: ModelSpec, case: Case, constants: dict[str, np.ndarray]) 
         return feeds
     for name, spec in model.inputs.items():
         if spec.files:
-            feeds[name] = run_pipeline(list(spec.preprocess), case.source, label=case.label or None)
+            feeds[name] = run_pipeline(list(spec.preprocess), source, label=case.label or None)
     return feeds
 
 
