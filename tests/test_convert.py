@@ -1,11 +1,15 @@
 """Conversion through MNN's converter extension: judged by its log, cached, flags mapped, failures named."""
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from mnn_parity.conversion import mnnconvert
 from mnn_parity.conversion.mnnconvert import (ConverterEnv, cache_key, convert, converter_args, judge_log,
                                               parse_unsupported)
 from mnn_parity.manifest.spec import ConvertFlags
@@ -44,12 +48,161 @@ def test_a_file_that_is_not_onnx_fails_with_the_converters_words(tmp_path: Path)
 
 
 def test_the_converter_never_touches_the_network_or_mnn_tools(tmp_path: Path, monkeypatch):
-    """The child blocks MNN.tools (which pip-installs a logging SDK) and refuses sockets; success proves it ran."""
-    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    """The converter's child starts behind the sandbox: a probe put in the converter's place finds MNN.tools (which
+    pip-installs a logging SDK) unimportable and cannot open a TCP connection to a server listening right here."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import importlib.util, socket\n"
+        "try:\n"
+        "    tools = 'importable' if importlib.util.find_spec('MNN.tools') else 'blocked'\n"
+        "except (ImportError, ValueError):\n"
+        "    tools = 'blocked'\n"
+        "print('MNN.tools:', tools)\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=5)\n"
+        "    print('network: connected')\n"
+        "except OSError as error:\n"
+        "    print('network: refused', error)\n")
+    monkeypatch.setattr(mnnconvert, "CONVERTER_SCRIPT", probe)
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    conversion = convert(model, ConvertFlags(), ENV, tmp_path / "cache")
-    assert conversion.ok
-    assert "aliyun" not in conversion.log and "pip install" not in conversion.log
+    probed = convert(onnx_models.conv_relu(tmp_path / "conv.onnx"), ConvertFlags(), ENV, tmp_path / "cache")
+    listener.close()
+    assert "MNN.tools: blocked" in probed.log
+    assert "network: refused [Errno 13] Permission denied" in probed.log
+    assert not probed.ok and "did not report success" in probed.reason
+    monkeypatch.undo()
+    conversion = convert(onnx_models.conv_relu(tmp_path / "conv.onnx"), ConvertFlags(), ENV, tmp_path / "cache2")
+    assert conversion.ok and "aliyun" not in conversion.log and "pip install" not in conversion.log
+
+
+def test_a_crashed_converter_keeps_its_log_and_quotes_its_tail(tmp_path: Path, monkeypatch):
+    """As an ONNX-Runtime-quantized model did: the log shows the permuted input shape, then the converter dies."""
+    crasher = tmp_path / "crash.py"
+    crasher.write_text("import os, signal, sys\n"
+                       "print('Start to Optimize the MNN Net...')\n"
+                       "print('\t**Tensor shape**: 3, 1, 416, 416, ', flush=True)\n"
+                       "os.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setattr(mnnconvert, "CONVERTER_SCRIPT", crasher)
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    crashed = convert(model, ConvertFlags(), ENV, tmp_path / "cache")
+    assert not crashed.ok and crashed.reason.startswith("converter crashed: killed by SIGSEGV")
+    assert "**Tensor shape**: 3, 1, 416, 416" in crashed.reason
+    assert crashed.log_path.exists() and "3, 1, 416, 416" in crashed.log_path.read_text()
+    assert not convert(model, ConvertFlags(), ENV, tmp_path / "cache").cached     # a crash is not remembered
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".") and p.is_dir()] == []
+    monkeypatch.undo()
+    fixed = convert(model, ConvertFlags(), ENV, tmp_path / "cache")
+    assert fixed.ok and not crashed.log_path.exists()      # the crash log goes once the key converts
+
+
+def test_kill_all_children_cancels_a_running_conversion(tmp_path: Path, monkeypatch):
+    from mnn_parity import sandbox
+
+    hang = tmp_path / "hang.py"
+    started = tmp_path / "started"
+    hang.write_text(f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(600)\n")
+    monkeypatch.setattr(mnnconvert, "CONVERTER_SCRIPT", hang)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(
+        convert(onnx_models.conv_relu(tmp_path / "conv.onnx"), ConvertFlags(), ENV, tmp_path / "cache")))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox.kill_all_children() >= 1
+    thread.join(timeout=30)
+    assert outcome and "converter crashed: killed by SIGKILL" in outcome[0].reason
+
+
+def test_two_converters_racing_on_an_empty_cache_both_get_a_readable_model(tmp_path: Path):
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    for round_ in range(3):
+        cache = tmp_path / f"cache{round_}"
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(convert(model, ConvertFlags(), ENV, cache)))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [r.ok for r in results] == [True] * 3, [r.reason for r in results]
+        assert len({r.mnn_model for r in results}) == 1 and results[0].mnn_model.stat().st_size > 0
+        assert sorted(p.name for p in cache.iterdir()) == [results[0].key]    # no staging left behind
+
+
+def test_the_loser_of_a_race_uses_the_winners_entry_and_never_replaces_it(tmp_path: Path, monkeypatch):
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    winner = convert(model, ConvertFlags(), ENV, tmp_path / "cache")
+    inode = winner.mnn_model.stat().st_ino
+    reader = open(winner.mnn_model, "rb")          # another process reading the entry meanwhile
+    looked = []
+    real_lookup = mnnconvert._from_entry
+
+    def missed_once(*args):                        # this run looked before the winner had installed
+        looked.append(1)
+        return None if len(looked) == 1 else real_lookup(*args)
+
+    monkeypatch.setattr(mnnconvert, "_from_entry", missed_once)
+    loser = convert(model, ConvertFlags(), ENV, tmp_path / "cache")
+    assert loser.ok and not loser.cached and loser.mnn_model == winner.mnn_model
+    assert winner.mnn_model.stat().st_ino == inode and len(reader.read()) > 0
+    reader.close()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [winner.key]
+
+
+def test_stale_staging_of_a_dead_converter_is_removed_and_a_live_ones_kept(tmp_path: Path):
+    import json
+    import socket
+    import subprocess
+
+    cache = tmp_path / "cache"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folders = {}
+    for name, pid in (("dead", dead.pid), ("live", os.getpid())):
+        folders[name] = cache / f".{'0' * 24}-{name}"
+        folders[name].mkdir(parents=True)
+        (folders[name] / "owner.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+    (cache / ".unowned").mkdir()
+    assert convert(onnx_models.conv_relu(tmp_path / "conv.onnx"), ConvertFlags(), ENV, cache).ok
+    assert not folders["dead"].exists() and folders["live"].exists() and (cache / ".unowned").exists()
+
+
+def test_an_unusable_entry_is_converted_again(tmp_path: Path):
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    first = convert(model, ConvertFlags(), ENV, tmp_path / "cache")
+    first.mnn_model.unlink()                        # the model file went missing behind the cache's back
+    again = convert(model, ConvertFlags(), ENV, tmp_path / "cache")
+    assert again.ok and not again.cached and again.mnn_model.exists()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".lock")) == [first.key]
+
+
+def test_unsupported_ops_separated_by_bars_are_named_without_a_stray_bar(tmp_path: Path):
+    """MNN 3.6.1 lists several unsupported ops as "ONNX::ConvInteger | ONNX::MatMulInteger"."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ConvInteger", ["x", "w"], ["c"]), helper.make_node("MatMulInteger", ["a", "b"], ["m"])],
+        "two", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 8, 8]),
+                helper.make_tensor_value_info("a", TensorProto.UINT8, [2, 8])],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [1, 4, 6, 6]),
+         helper.make_tensor_value_info("m", TensorProto.INT32, [2, 4])],
+        [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.uint8), "w"),
+         numpy_helper.from_array(np.ones((8, 4), np.uint8), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "two.onnx"))
+    failed = convert(tmp_path / "two.onnx", ConvertFlags(), ENV, tmp_path / "cache")
+    assert "ONNX::ConvInteger | ONNX::MatMulInteger" in failed.log
+    assert failed.unsupported_ops == ("ConvInteger", "MatMulInteger")
+    assert parse_unsupported("These Op Not Support: ONNX::A, ONNX::B |\n") == ("A", "B")
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -81,3 +234,10 @@ def test_judge_log_needs_both_the_success_line_and_the_file(tmp_path: Path):
     assert failed == (False, "MNN cannot convert op(s): ConvInteger, DynamicQuantizeLSTM",
                       ("ConvInteger", "DynamicQuantizeLSTM"))
     assert parse_unsupported("nothing here") == ()
+
+
+def test_a_missing_interpreter_fails_the_conversion_without_remembering_it(tmp_path: Path):
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    failed = convert(model, ConvertFlags(), ConverterEnv(tmp_path / "no-such-python", "3.6.1"), tmp_path / "cache")
+    assert not failed.ok and "could not start" in failed.reason and "no-such-python" in failed.reason
+    assert convert(model, ConvertFlags(), ENV, tmp_path / "cache").ok

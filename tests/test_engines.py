@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,15 +105,19 @@ def test_allocation_beyond_the_memory_cap_is_a_crash_naming_the_cap(tmp_path: Pa
             e.infer({"x": np.ones((1, 8), np.float32)})
 
 
-def test_a_hang_is_a_crash_after_the_timeout(tmp_path: Path):
+def slow_model(path: Path) -> Path:
     weights = numpy_helper.from_array(np.full((1024, 1024), 1e-3, np.float32), "w")
     nodes, previous = [], "x"
     for index in range(300):        # ~600 GFLOP: far beyond a one-second budget
         nodes.append(helper.make_node("MatMul", [previous, "w"], [f"h{index}"]))
         previous = f"h{index}"
     nodes.append(helper.make_node("Identity", [previous], ["y"]))
-    model = save(tmp_path / "slow.onnx", nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024, 1024])],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])], [weights])
+    return save(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024, 1024])],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])], [weights])
+
+
+def test_a_hang_is_a_crash_after_the_timeout(tmp_path: Path):
+    model = slow_model(tmp_path / "slow.onnx")
     engine = EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("x",), ("y",)),
                            Limits(timeout_s=120, memory_mb=4096))
     engine.limits = Limits(timeout_s=1, memory_mb=4096)      # loading may be slow on a busy machine; inference hangs
@@ -168,3 +173,105 @@ def test_a_pooled_worker_serves_the_next_model_and_a_crashed_one_is_replaced(tmp
         pool.give_back(fresh)
     finally:
         pool.close()
+
+
+def test_a_nan_in_the_input_is_read_back_as_the_same_tensor(tmp_path: Path):
+    """The read-back check must treat NaN as equal to NaN, or any NaN input is a false ERROR."""
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    x = np.random.RandomState(5).rand(1, 3, 8, 8).astype(np.float32)
+    x[0, 1, 4, 4] = np.nan
+    with EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("x",), ("y",))) as e:
+        out, _ = e.infer({"x": x})
+    with EngineProcess(EngineSpec("onnxruntime", model, (), ("y",))) as e:
+        ref, _ = e.infer({"x": x})
+    assert np.isnan(out["y"]).any()
+    np.testing.assert_array_equal(np.isnan(out["y"]), np.isnan(ref["y"]))
+    finite = ~np.isnan(ref["y"])
+    assert np.abs(out["y"][finite] - ref["y"][finite]).max() < 1e-5
+
+
+def test_an_unknown_engine_is_refused_before_any_process_starts(tmp_path: Path):
+    with pytest.raises(EngineError, match="unknown engine 'tensorrt'; known engines: mnn, onnxruntime"):
+        EngineProcess(EngineSpec("tensorrt", tmp_path / "m.onnx", (), ()))
+
+
+def test_every_registered_engine_implements_the_protocol():
+    import importlib
+
+    from mnn_parity.engines.protocol import ENGINES
+
+    assert set(ENGINES) == {"onnxruntime", "mnn"}
+    for target in ENGINES.values():
+        module, _, name = target.partition(":")
+        engine = getattr(importlib.import_module(module), name)
+        assert callable(engine.infer) and callable(engine.close)
+
+
+def test_the_worker_runs_where_the_runner_is_not_installed(tmp_path: Path):
+    """As under an `--mnn VERSION` interpreter: numpy and the engines importable, mnn_parity not. The worker finds
+    its own modules from its file's location, and does not bring in onnx or the runner's other packages."""
+    import json
+    import site
+    import subprocess
+
+    from mnn_parity import sandbox
+    from mnn_parity.engines.host import WORKER_SCRIPT
+
+    env = {**sandbox.child_env(tmp_path / "scratch"), "PYTHONPATH": site.getsitepackages()[0]}
+    bare = [sys.executable, "-S"]     # no site: the editable install's finder for mnn_parity is not loaded
+    control = subprocess.run(bare + ["-c", "import numpy, MNN, onnxruntime\nimport mnn_parity"], env=env,
+                             capture_output=True, text=True)
+    assert "No module named 'mnn_parity'" in control.stderr
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    argv = bare + sandbox.command(sys.executable, WORKER_SCRIPT)[1:]
+    load = {"op": "load", **EngineSpec("onnxruntime", model, (), ("y",)).as_request()}
+    probe = {"op": "infer", "feeds": str(tmp_path / "x.npz"), "out": str(tmp_path / "y.npz")}
+    np.savez(tmp_path / "x.npz", x=np.ones((1, 3, 8, 8), np.float32))
+    done = subprocess.run(argv, input=json.dumps(load) + "\n" + json.dumps(probe) + "\n", env=env,
+                          capture_output=True, text=True, timeout=120)
+    replies = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["ok"] for r in replies] == [True, True], done.stderr
+    assert replies[0]["outputs"] == ["y"] and "seccomp" in replies[0]["sandbox"]
+    with np.load(tmp_path / "y.npz") as out:
+        assert out["y"].shape == (1, 4, 8, 8)
+
+
+def test_kill_all_stops_a_busy_and_an_idle_worker_and_the_pool_starts_no_more(tmp_path: Path):
+    import threading
+
+    from mnn_parity.engines.host import WorkerPool
+
+    conv = to_mnn(onnx_models.conv_relu(tmp_path / "conv.onnx"), tmp_path)
+    slow = to_mnn(slow_model(tmp_path / "slow.onnx"), tmp_path)
+    pool = WorkerPool(Limits(timeout_s=120, memory_mb=4096))
+    idle = pool.take(EngineSpec("mnn", conv, ("x",), ("y",), {"threads": 1}))
+    pool.give_back(idle)
+    busy = pool.take(EngineSpec("mnn", slow, ("x",), ("y",), {"threads": 2}))
+    caught = []
+
+    def infer():
+        try:
+            busy.infer({"x": np.ones((1024, 1024), np.float32)})
+        except EngineCrash as crash:
+            caught.append(str(crash))
+
+    thread = threading.Thread(target=infer)
+    thread.start()
+    time.sleep(1.0)                     # inside the forward pass by now
+    started = time.monotonic()
+    pool.kill_all()
+    thread.join(timeout=30)
+    try:
+        assert caught == ["killed by SIGKILL"] and time.monotonic() - started < 10
+        assert not idle.alive and not busy.alive
+        with pytest.raises(EngineCrash, match="cancelled"):
+            pool.take(EngineSpec("mnn", conv, ("x",), ("y",), {"threads": 1}))
+    finally:
+        pool.give_back(busy)
+        pool.close()
+
+
+def test_a_missing_interpreter_is_an_engine_error_not_a_traceback(tmp_path: Path):
+    spec = EngineSpec("mnn", tmp_path / "m.mnn", (), (), python=tmp_path / "no-such-python")
+    with pytest.raises(EngineError, match="cannot start an engine worker with .*no-such-python"):
+        EngineProcess(spec)

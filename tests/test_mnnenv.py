@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mnn_parity.conversion.mnn_env import STAMP_NAME, MnnEnv, MnnEnvError, current_env, ensure_env, env_python, probe_version
+from mnn_parity.conversion.mnn_env import (ENVS_VARIABLE, STAMP_NAME, MnnEnv, MnnEnvError, current_env, ensure_env,
+                                           env_python, envs_dir, probe_version)
+from tests import onnx_models
 
 OTHER = "3.5.0"      # a release other than the runner's own (3.6.1)
 
@@ -39,30 +42,54 @@ def test_probe_of_an_interpreter_without_mnn_fails(tmp_path):
     assert "ModuleNotFoundError" in info.value.output
 
 
-def test_unknown_version_carries_pips_reason(tmp_path):
+def test_environments_are_shared_in_the_users_cache_unless_a_folder_is_chosen(tmp_path, monkeypatch):
+    import platformdirs
+
+    monkeypatch.setenv(ENVS_VARIABLE, str(tmp_path / "chosen"))
+    assert envs_dir() == tmp_path / "chosen"
+    assert envs_dir(tmp_path / "repo-cache") == tmp_path / "chosen"     # the variable wins over a caller's folder
+    monkeypatch.delenv(ENVS_VARIABLE)
+    assert envs_dir(tmp_path / "repo-cache") == tmp_path / "repo-cache"
+    assert envs_dir() == Path(platformdirs.user_cache_dir("mnn-parity")) / "mnn-envs"
+
+
+@pytest.mark.slow
+def test_a_half_built_env_is_started_again_and_pips_words_are_shown(tmp_path, monkeypatch, capfd):
+    """A killed install leaves no stamp: the folder is built again from nothing, pip's lines are shown as they
+    come (prefixed, on stderr), and a failed install leaves nothing to be reused."""
+    monkeypatch.setenv(ENVS_VARIABLE, str(tmp_path))
+    half = tmp_path / "0.0.0-nope"
+    half.mkdir()
+    (half / "left-by-a-killed-install").write_text("")
     with pytest.raises(MnnEnvError) as info:
-        ensure_env("0.0.0-nope", tmp_path)
+        ensure_env("0.0.0-nope")
     assert "MNN==0.0.0-nope" in str(info.value)
     assert "No matching distribution found for MNN==0.0.0-nope" in info.value.output
     assert "No matching distribution" in str(info.value)     # the CLI prints str(exc)
-    assert not (tmp_path / "0.0.0-nope").exists()            # nothing half-built is left to be reused
+    assert not half.exists()
+    shown = capfd.readouterr().err
+    assert f"installing MNN 0.0.0-nope into {half}" in shown
+    assert "  [pip MNN==0.0.0-nope] ERROR: No matching distribution found for MNN==0.0.0-nope" in shown
 
 
 @pytest.mark.parametrize("version", ["../escape", "3.5.0/../../x", "", " 3.5.0"])
-def test_versions_that_are_not_directory_names_are_refused(tmp_path, version):
+def test_versions_that_are_not_directory_names_are_refused(tmp_path, monkeypatch, version):
+    monkeypatch.setenv(ENVS_VARIABLE, str(tmp_path / "cache"))
     with pytest.raises(MnnEnvError, match="not a usable MNN version"):
-        ensure_env(version, tmp_path / "cache")
+        ensure_env(version)
     assert not (tmp_path / "escape").exists()
 
 
 @pytest.fixture(scope="module")
-def other_env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("mnn-envs")
-    return cache, ensure_env(OTHER, cache)
+def other_env():
+    """The session's shared folder (tests/conftest.py): built once for every test that needs MNN 3.5.0."""
+    return envs_dir(), ensure_env(OTHER)
 
 
+@pytest.mark.slow
 def test_another_release_is_installed_into_its_own_venv(other_env):
     cache, env = other_env
+    assert cache == Path(os.environ[ENVS_VARIABLE])
     assert env.version == OTHER
     assert env.python == env_python(cache / OTHER)
     assert probe_version(env.python) == OTHER
@@ -72,37 +99,36 @@ def test_another_release_is_installed_into_its_own_venv(other_env):
     listed = subprocess.run([str(env.python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
                             capture_output=True, text=True, check=True).stdout
     names = {p["name"].lower() for p in json.loads(listed)}
-    assert {"mnn", "numpy"} <= names and not names & {"onnx", "onnxruntime", "pyyaml", "mnn-parity"}
+    assert {"mnn", "numpy"} <= names and not names & {"onnx", "onnxruntime", "pyyaml", "mnn-parity", "platformdirs"}
 
 
-def test_the_other_release_really_computes(other_env):
-    """A stand-alone script (as the worker is) runs under the env's interpreter and gets MNN 3.5.0's answers."""
+@pytest.mark.slow
+def test_the_converter_and_the_worker_run_sandboxed_under_the_other_release(other_env, tmp_path):
+    """The runner is not installed there: the converter child and the worker find their own modules."""
+    import numpy as np
+
+    from mnn_parity.conversion.mnnconvert import ConverterEnv, convert
+    from mnn_parity.engines.host import EngineProcess, EngineSpec
+    from mnn_parity.manifest.spec import ConvertFlags
+
     _, env = other_env
-    script = ("import MNN, numpy as np\n"
-              "import MNN.expr as F\n"
-              "x = F.const(np.arange(6, dtype=np.float32), [2, 3])\n"
-              "print('SUM', float(F.reduce_sum(F.relu(x - 2.0)).read()), MNN.version(), flush=True)\n")
-    out = subprocess.run([str(env.python), "-I", "-c", script], capture_output=True, text=True, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("SUM"))
-    assert line.split()[1:] == ["6.0", OTHER]
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    conversion = convert(model, ConvertFlags(), ConverterEnv(env.python, env.version), tmp_path / "cache")
+    assert conversion.ok, conversion.reason
+    x = np.random.RandomState(0).rand(1, 3, 8, 8).astype(np.float32)
+    with EngineProcess(EngineSpec("onnxruntime", model, (), ("y",))) as reference:
+        ref, _ = reference.infer({"x": x})
+    with EngineProcess(EngineSpec("mnn", conversion.mnn_model, ("x",), ("y",), python=env.python)) as worker:
+        out, _ = worker.infer({"x": x})
+        assert worker.version == OTHER and "network blocked by seccomp" in worker.sandbox
+    assert np.abs(out["y"] - ref["y"]).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_a_finished_env_is_reused(other_env):
     cache, env = other_env
     marker = cache / OTHER / "marker-from-test"
     marker.write_text("kept")
-    assert ensure_env(OTHER, cache) == env
+    assert ensure_env(OTHER) == env
     assert marker.exists()
-
-
-def test_an_env_without_its_stamp_is_rebuilt(other_env):
-    """A killed install leaves no stamp: the directory must be built again, not trusted."""
-    cache, env = other_env
-    (cache / OTHER / STAMP_NAME).unlink()
-    marker = cache / OTHER / "half-built"
-    marker.write_text("left by a killed install")
-    rebuilt = ensure_env(OTHER, cache)
-    assert rebuilt == env
-    assert not marker.exists()
-    assert (cache / OTHER / STAMP_NAME).exists()
-    assert probe_version(rebuilt.python) == OTHER
+    marker.unlink()

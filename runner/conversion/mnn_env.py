@@ -2,11 +2,11 @@
 
 `--mnn VERSION` lets two releases be compared on one machine. The converter and worker scripts are stand-alone
 files that import only MNN and numpy, so they run unchanged under any interpreter that has those two; this
-module only has to produce such an interpreter. Environments live in `<cache>/<version>/` and are built once.
+module only has to produce such an interpreter. Environments live in `<envs>/<version>/` and are built once per
+machine, shared by every repository: `<envs>` is `$MNN_PARITY_MNN_ENVS`, else the user's cache directory.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import os
@@ -14,10 +14,16 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
+
+from mnn_parity.conversion.cache import locked
+from mnn_parity.fsutil import atomic_write_text
+
+ENVS_VARIABLE = "MNN_PARITY_MNN_ENVS"
 
 STAMP_NAME = ".mnn-parity-complete"
 # Installing downloads ~20 MB and builds nothing; a limit only guards against a stuck index.
@@ -58,18 +64,31 @@ def current_env() -> MnnEnv:
     return MnnEnv(version=version, python=Path(sys.executable))
 
 
-def ensure_env(version: Optional[str], cache_dir: Path) -> MnnEnv:
-    """The environment for `version`: the current one when None or already installed, else a cached venv."""
+def envs_dir(cache_dir: Optional[Path] = None) -> Path:
+    """Where environments live: $MNN_PARITY_MNN_ENVS wins over everything (a test session, a CI cache), then the
+    caller's folder, then the user's cache directory. One build of a release serves every repository."""
+    if os.environ.get(ENVS_VARIABLE):
+        return Path(os.environ[ENVS_VARIABLE]).expanduser()
+    if cache_dir is not None:
+        return Path(cache_dir)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mnn-parity")) / "mnn-envs"
+
+
+def ensure_env(version: Optional[str], cache_dir: Optional[Path] = None) -> MnnEnv:
+    """The environment for `version`: the current one when None or already installed, else a cached venv
+    in `envs_dir(cache_dir)`."""
     current = current_env()
     if version is None or same_version(version, current.version):
         return current
     if not _VERSION_RE.match(version):
         raise MnnEnvError(f"not a usable MNN version: {version!r}")
-    cache_dir = Path(cache_dir)
+    cache_dir = envs_dir(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     env_dir = cache_dir / version
     # Parallel runs asking for the same release must not build into one directory at once.
-    with _locked(cache_dir / f".{version}.lock"):
+    with locked(cache_dir / f".{version}.lock"):
         ready = _ready_env(env_dir, version)
         if ready is not None:
             return ready
@@ -124,8 +143,10 @@ def _build_env(env_dir: Path, version: str) -> MnnEnv:
     if proc.returncode != 0:
         raise MnnEnvError(f"could not create a venv in {env_dir}", _tail(proc.stdout))
     python = env_python(env_dir)
+    print(f"mnn-parity: installing MNN {version} into {env_dir} (once per machine)", file=sys.stderr, flush=True)
     proc = _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                 f"MNN=={version}", "numpy"], timeout=INSTALL_TIMEOUT_S)
+                 "--progress-bar", "off", f"MNN=={version}", "numpy"], timeout=INSTALL_TIMEOUT_S,
+                progress=f"  [pip MNN=={version}] ")
     if proc.returncode != 0:
         shutil.rmtree(env_dir, ignore_errors=True)
         raise MnnEnvError(f"pip could not install MNN=={version} into {env_dir}", _tail(proc.stdout))
@@ -134,45 +155,42 @@ def _build_env(env_dir: Path, version: str) -> MnnEnv:
         raise MnnEnvError(f"asked for MNN {version}, {python} has {installed}")
     stamp = {"requested": version, "installed": installed, "base_python": sys.executable,
              "base_python_version": sys.version.split()[0], "seconds": round(time.monotonic() - started, 1)}
-    _write_atomic(env_dir / STAMP_NAME, json.dumps(stamp, indent=2) + "\n")
+    atomic_write_text(env_dir / STAMP_NAME, json.dumps(stamp, indent=2) + "\n")
     return MnnEnv(version=installed, python=python)
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _run(argv: list[str], timeout: float, progress: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Run to the end, collecting stdout and stderr; with `progress`, echo each line to stderr behind that prefix
+    as it comes, since an install takes a minute and a silent one looks hung."""
     env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
     try:
-        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              text=True, errors="replace", env=env, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        raise MnnEnvError(f"timed out after {timeout:.0f} s: {' '.join(argv)}", _tail(out)) from exc
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                text=True, errors="replace", env=env)
     except OSError as exc:
         raise MnnEnvError(f"cannot run {argv[0]}: {exc}") from exc
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if progress is not None:
+                print(progress + line.rstrip(), file=sys.stderr, flush=True)
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+    output = "".join(lines)
+    if expired.is_set():
+        raise MnnEnvError(f"timed out after {timeout:.0f} s: {' '.join(argv)}", _tail(output))
+    return subprocess.CompletedProcess(argv, returncode, output)
 
 
 def _tail(text: str, lines: int = _TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    with open(part, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(part, path)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:   # no advisory locks (Windows): concurrent installs of one release are the user's risk
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,30 +1,32 @@
 """Engines as child processes: load a model once, `infer(feeds) -> {name: array}` many times.
 
-Both engines run in a worker process (`worker.py`) with a memory cap and a per-call timeout, because MNN (and
-occasionally a converter or ONNX Runtime) can SIGSEGV, SIGFPE, abort, hang or eat tens of GiB. A crash surfaces as
-`EngineCrash` with a human reason; the caller fails that case and starts a fresh worker for the next one.
+Every engine registered in `protocol.ENGINES` runs in a worker process (`worker.py`) started through the sandbox
+(memory cap, no network, dies with the runner) with a per-call timeout, because MNN (and occasionally ONNX Runtime)
+can SIGSEGV, SIGFPE, abort, hang or eat tens of GiB. A crash surfaces as `EngineCrash` with a human reason; the
+caller fails that case and starts a fresh worker for the next one.
 """
 from __future__ import annotations
 
 import json
-import os
-import resource
 import select
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from mnn_parity import sandbox
+from mnn_parity.engines.protocol import ENGINES, EngineSpec, UnknownEngine, check_engine
 from mnn_parity.manifest.spec import Limits
+from mnn_parity.sandbox import MEMORY_WORDS, describe_exit
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
+
+__all__ = ["ENGINES", "EngineCrash", "EngineError", "EngineProcess", "EngineSpec", "Limits", "WorkerPool",
+           "describe_exit"]
 
 
 class EngineCrash(Exception):
@@ -35,59 +37,32 @@ class EngineError(Exception):
     """The engine refused a request (load or inference) with an error of its own; the worker is still alive."""
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    """What to load and how: everything a worker needs, and everything a report records."""
-    engine: str                        # "mnn" | "onnxruntime"
-    model: Path
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    config: dict = field(default_factory=dict)
-    python: Path = Path(sys.executable)   # another interpreter runs the MNN side under another MNN release
-
-
-def limit_child(memory_mb: int):
-    def apply() -> None:
-        os.setsid()   # own process group, so a timeout kills every thread and child it started
-        cap = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    return apply
-
-
-MEMORY_WORDS = ("bad_alloc", "MemoryError", "Cannot allocate memory", "out of memory", "Alloc buffer error")
-
-
-def describe_exit(returncode: int, stderr_tail: str, limits: Limits) -> str:
-    """Name how a worker died, in the terms a user searches for."""
-    if any(word in stderr_tail for word in MEMORY_WORDS):
-        return f"memory cap of {limits.memory_mb} MiB exceeded"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
-    return f"exited with status {returncode}"
-
-
 class EngineProcess:
     """One worker process holding one loaded model. Use as a context manager."""
 
     def __init__(self, spec: EngineSpec, limits: Limits = Limits(), env: Optional[dict] = None):
+        try:
+            check_engine(spec.engine)
+        except UnknownEngine as error:
+            raise EngineError(str(error)) from None
         self.spec = spec
         self.limits = limits
+        self.input_info: dict = {}
+        self.sandbox = ""
+        self._calls = 0
         self._scratch = tempfile.TemporaryDirectory(prefix="mnn-parity-")
         self._stderr_path = Path(self._scratch.name) / "stderr.log"
         self._stderr = open(self._stderr_path, "w+b")
-        self.input_info: dict = {}
-        self._calls = 0
-        child_env = dict(os.environ if env is None else env)
+        child_env = sandbox.child_env(Path(self._scratch.name) / "child", env)
         child_env.setdefault("OMP_NUM_THREADS", str(spec.config.get("threads", 1)))
-        self._proc = subprocess.Popen(
-            [str(spec.python), str(WORKER_SCRIPT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            preexec_fn=limit_child(limits.memory_mb), env=child_env, close_fds=True,
-        )
+        try:
+            self._proc = sandbox.spawn(sandbox.command(spec.python, WORKER_SCRIPT, memory_mb=limits.memory_mb),
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                       env=child_env)
+        except OSError as error:   # the interpreter is missing or not executable: the setup's fault, no crash
+            self._stderr.close()
+            self._scratch.cleanup()
+            raise EngineError(f"cannot start an engine worker with {spec.python}: {error}") from None
         try:
             self.load(spec)
         except BaseException:
@@ -96,12 +71,12 @@ class EngineProcess:
 
     def load(self, spec: EngineSpec) -> None:
         """Load a model, replacing the one held: a worker serves model after model of one engine configuration."""
-        reply = self._call({"op": "load", "engine": spec.engine, "model": str(spec.model),
-                            "inputs": list(spec.inputs), "outputs": list(spec.outputs), "config": spec.config})
+        reply = self._call({"op": "load", **spec.as_request()})
         self.spec = spec
         self.input_info = reply.get("inputs", {})
         self.output_names = reply.get("outputs", [])
         self.version = reply.get("version", "")
+        self.sandbox = reply.get("sandbox", "")
 
     def __enter__(self) -> "EngineProcess":
         return self
@@ -111,12 +86,21 @@ class EngineProcess:
 
     def close(self) -> None:
         # A worker holds nothing worth a graceful exit, and waiting for MNN's teardown cost ~65 ms per worker.
-        if self._proc.poll() is None:
-            self._kill()
+        self.kill()
+        sandbox.forget(self._proc)
         self._proc.stdin.close()
         self._proc.stdout.close()
         self._stderr.close()
         self._scratch.cleanup()
+
+    def kill(self) -> None:
+        """SIGKILL the worker (from any thread): a call in progress ends in EngineCrash."""
+        sandbox.kill_group(self._proc)
+        self._proc.wait()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     @property
     def alive(self) -> bool:
@@ -144,32 +128,15 @@ class EngineProcess:
         data = self._stderr_path.read_bytes() if self._stderr_path.exists() else b""
         return data[-limit:].decode("utf-8", "replace")
 
-    def _kill(self) -> None:
-        try:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._proc.wait()
-
     def _call(self, request: dict) -> dict:
         self._stderr.flush()
         log_start = self._stderr_path.stat().st_size
         try:
             self._proc.stdin.write((json.dumps(request) + "\n").encode())
             self._proc.stdin.flush()
-        except BrokenPipeError:
-            pass   # it died already; reading below reports how
-        deadline = time.monotonic() + self.limits.timeout_s
-        stdout = self._proc.stdout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._kill()
-                raise EngineCrash(f"timeout: no answer within {self.limits.timeout_s:g} s")
-            ready, _, _ = select.select([stdout], [], [], remaining)
-            if ready:
-                break
-        line = stdout.readline()
+        except (BrokenPipeError, ValueError):
+            pass   # it died (or was killed and closed) already; reading below reports how
+        line = self._read_reply()
         if not line:
             returncode = self._proc.wait()
             raise EngineCrash(describe_exit(returncode, self.log_tail(), self.limits))
@@ -178,10 +145,25 @@ class EngineProcess:
             said = self._log_since(log_start)
             error = reply.get("error", "unknown engine error") + (f" — engine log: {said}" if said else "")
             if any(word in said for word in MEMORY_WORDS):
-                self._kill()   # an engine that failed to allocate is not trusted with the next case
+                self.kill()   # an engine that failed to allocate is not trusted with the next case
                 raise EngineCrash(f"memory cap of {self.limits.memory_mb} MiB exceeded: {error}")
             raise EngineError(error)
         return reply
+
+    def _read_reply(self) -> bytes:
+        deadline = time.monotonic() + self.limits.timeout_s
+        stdout = self._proc.stdout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise EngineCrash(f"timeout: no answer within {self.limits.timeout_s:g} s")
+            try:
+                ready, _, _ = select.select([stdout], [], [], remaining)
+            except ValueError:   # its pipe was closed by a concurrent close()
+                return b""
+            if ready:
+                return stdout.readline()
 
     def _log_since(self, offset: int) -> str:
         """What the engine wrote to stderr during one call, on one line: MNN's only word on a failed forward."""
@@ -203,34 +185,62 @@ class WorkerPool:
     def __init__(self, limits: Limits):
         self.limits = limits
         self._idle: dict[tuple, EngineProcess] = {}
+        self._busy: set[EngineProcess] = set()
+        self._stopped = False
         self._lock = threading.Lock()
 
     def take(self, spec: EngineSpec) -> EngineProcess:
         with self._lock:
+            self._refuse_if_stopped()
             worker = self._idle.pop(reuse_key(spec), None)
-        if worker is None or not worker.alive:
+        if worker is not None and worker.alive:
+            try:
+                worker.load(spec)
+            except (EngineCrash, EngineError):
+                worker.close()
+                raise
+        else:
             if worker is not None:
                 worker.close()
-            return EngineProcess(spec, self.limits)
-        try:
-            worker.load(spec)
-        except (EngineCrash, EngineError):
-            worker.close()
-            raise
+            worker = EngineProcess(spec, self.limits)
+        with self._lock:
+            if self._stopped:   # kill_all ran while this worker was starting
+                worker.close()
+                self._refuse_if_stopped()
+            self._busy.add(worker)
         return worker
 
     def give_back(self, worker: EngineProcess) -> None:
-        if not worker.alive:
-            worker.close()
-            return
         with self._lock:
-            spare = self._idle.pop(reuse_key(worker.spec), None)
-            self._idle[reuse_key(worker.spec)] = worker
+            self._busy.discard(worker)
+            keep = worker.alive and not self._stopped
+            spare = self._idle.pop(reuse_key(worker.spec), None) if keep else None
+            if keep:
+                self._idle[reuse_key(worker.spec)] = worker
+        if not keep:
+            worker.close()
         if spare is not None:
             spare.close()
 
-    def close(self) -> None:
+    def kill_all(self) -> None:
+        """Kill every worker, idle or in use, at once (Ctrl-C): a call in progress ends in EngineCrash, and the
+        pool starts no new worker afterwards."""
         with self._lock:
-            workers, self._idle = list(self._idle.values()), {}
+            self._stopped = True
+            idle, busy, self._idle = list(self._idle.values()), list(self._busy), {}
+        for worker in busy:
+            worker.kill()   # its owner sees the crash; close() or give_back() frees the rest
+        for worker in idle:
+            worker.close()
+
+    def close(self) -> None:
+        """Close every worker, including those taken and never given back (a caller drops a crashed one)."""
+        with self._lock:
+            workers, self._idle = list(self._idle.values()) + list(self._busy), {}
+            self._busy = set()
         for worker in workers:
             worker.close()
+
+    def _refuse_if_stopped(self) -> None:
+        if self._stopped:
+            raise EngineCrash("cancelled: the run is stopping and starts no new engine worker")
