@@ -96,22 +96,21 @@ def cmd_validate(args) -> int:
     return result.exit_status
 
 
-def cmd_run(args) -> int:
+def _run_flow(args, flow: str) -> int:
     session = session_for(args)
     try:
-        result = session.run(_paths(args))
+        result = getattr(session, flow)(_paths(args))
     finally:
-        session.events.close()
+        session.events.close()   # a live progress display must give the terminal back, even on Ctrl-C
     return _finish(result)
+
+
+def cmd_run(args) -> int:
+    return _run_flow(args, "run")
 
 
 def cmd_bless(args) -> int:
-    session = session_for(args)
-    try:
-        result = session.bless(_paths(args))
-    finally:
-        session.events.close()
-    return _finish(result)
+    return _run_flow(args, "bless")
 
 
 def cmd_new(args) -> int:

@@ -259,14 +259,23 @@ os._exit(0)
 '''
 
 
-@pytest.mark.parametrize("how, expected", [("sandbox", "RUNNING"), ("preexec", "STALLED")])
+@pytest.mark.parametrize("how, expected", [
+    ("sandbox", {"RUNNING"}),
+    pytest.param("preexec", {"STALLED", "HUNG"}, marks=pytest.mark.slow),   # the control: the old way hangs
+])
 def test_np_dot_keeps_running_while_children_start(tmp_path: Path, how, expected):
-    """The hang itself: OpenBLAS's fork handler, run by a `preexec_fn` fork, stalls a concurrent np.dot for good
-    (the control); children started through the sandbox leave it running."""
+    """The hang itself: OpenBLAS's fork handler, run by a `preexec_fn` fork, stalls a concurrent np.dot or the
+    whole process for good; children started through the sandbox leave it running."""
     script = tmp_path / "race.py"
     script.write_text(BLAS_RACE)
-    done = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == expected, done.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, text=True)
+    try:
+        outcome = proc.communicate(timeout=30)[0].strip()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        outcome = "HUNG"
+    assert outcome in expected
 
 
 def test_workers_of_both_engines_run_sandboxed(tmp_path: Path):

@@ -132,18 +132,6 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _scan(suite_dir: Path) -> Iterable[tuple[str, str, str]]:
-    for model_dir in suite_dir.iterdir():
-        if not model_dir.is_dir() or model_dir.name.startswith("."):
-            continue
-        for backend_dir in model_dir.iterdir():
-            if not backend_dir.is_dir() or backend_dir.name.startswith("."):
-                continue
-            for meta in backend_dir.glob("*.json"):
-                yield (decode_name(model_dir.name), decode_name(meta.name[:-len(".json")]),
-                       decode_name(backend_dir.name))
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
