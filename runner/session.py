@@ -108,6 +108,13 @@ class Session:
 
     def run(self, paths: Iterable[Path]) -> SessionResult:
         suites, problems = self.load(paths)
+        return self.run_suites(suites, problems)
+
+    def run_suites(self, suites: list[Suite], problems: Iterable[str] = (),
+                   write_reports: bool = True) -> SessionResult:
+        """`run` for suites already loaded: the pytest plugin loads each manifest while collecting, runs one
+        model at a time (`config.models`) and writes reports itself, if asked, once every model has run."""
+        problems = list(problems)
         gate = self._golden_gate()
         if gate or not suites:
             return SessionResult(problems=tuple(problems + gate), exit_status=EXIT_SETUP if problems or gate
@@ -115,7 +122,7 @@ class Session:
         executed, env_problem, interrupted = self._execute_all(suites)
         if env_problem:
             return SessionResult(problems=tuple(problems + [env_problem]), exit_status=EXIT_SETUP)
-        outcomes = [self._conclude(run, interrupted) for run in executed]
+        outcomes = [self._conclude(run, interrupted, write_reports) for run in executed]
         return self._result(outcomes, problems, interrupted)
 
     def bless(self, paths: Iterable[Path]) -> SessionResult:
@@ -183,7 +190,7 @@ class Session:
         from mnn_parity.execution.executors import Interrupted
 
         try:
-            env = ensure_env(self.config.mnn, self.config.cache / "mnn-envs")
+            env = ensure_env(self.config.mnn)   # shared by every repository: the user cache, or $MNN_PARITY_MNN_ENVS
         except MnnEnvError as error:
             return [], f"cannot use MNN {self.config.mnn}: {error}", False
         executed = []
@@ -213,7 +220,7 @@ class Session:
             raise
         return _merge(suite, outcomes, info, started, time.monotonic() - clock)
 
-    def _conclude(self, executed: _Executed, interrupted: bool) -> SuiteOutcome:
+    def _conclude(self, executed: _Executed, interrupted: bool, write: bool = True) -> SuiteOutcome:
         """Drift, stale goldens, summary and reports for one executed suite."""
         from mnn_parity.goldens import GoldenStore, attach_drift
         from mnn_parity.reports import RunSummary, write_reports
@@ -233,7 +240,7 @@ class Session:
                              results=tuple(r.result for r in judged), stale=tuple(stale), started=executed.started,
                              duration_s=executed.duration_s, fail_on=frozenset(self.config.fail_on),
                              slowdown_max=suite.latency.slowdown_max)
-        paths = write_reports(summary, self.config.reports)
+        paths = write_reports(summary, self.config.reports) if write else []
         return SuiteOutcome(suite, tuple(judged), summary, tuple(executed.setup_errors + golden_errors),
                             tuple(paths))
 
