@@ -23,9 +23,22 @@ def dvc_env() -> dict[str, str]:
     return env
 
 
+# Run a module as `python -m` would, but dying with the runner (Linux's parent-death signal): a `bless` killed
+# during `dvc add` must not leave DVC writing into goldens/ on its own. Set in the child, so no preexec_fn.
+TIED_TO_PARENT = ("import ctypes, os, runpy, signal, sys\n"
+                  "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\nexcept (AttributeError, OSError):\n    pass\n"
+                  "if os.getppid() != int(sys.argv[1]):\n    sys.exit(1)\n"
+                  "sys.argv = [sys.argv[2], *sys.argv[3:]]\n"
+                  "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+
+
+def module_argv(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", TIED_TO_PARENT, str(os.getpid()), module, *args]
+
+
 def dvc_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     # The venv's own DVC (sys.executable), never whatever `dvc` is first on PATH.
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=dvc_env(), text=True,
+    return subprocess.run(module_argv("dvc", *args), cwd=root, env=dvc_env(), text=True,
                           stdin=subprocess.DEVNULL, capture_output=True)
 
 
