@@ -71,8 +71,9 @@ def _paths(args) -> list[Path]:
 
 
 def _finish(result) -> int:
-    from mnn_parity.reports import terminal_summary
+    from mnn_parity.reports import github_outputs, terminal_summary
 
+    github_outputs(result, os.environ)   # step summary and annotations, only inside GitHub Actions
     for outcome in result.outcomes:
         say(terminal_summary(outcome.summary))
         say("reports: " + ", ".join(str(p) for p in outcome.report_paths))

@@ -21,6 +21,7 @@ def test_junit_parses_and_counts():
     assert len(ocr.findall("testcase/skipped")) == 1
     dead = ocr.find("testcase[@name='img-dead[cpu-low]']/failure")
     assert dead.get("type") == "dead-output" and dead.get("message").startswith("logits: all zero")
+    assert "logits: max_abs=1.17e+00 1−cos=2.1e-01 mismatch=100% [dead-output]" in dead.text
     crash = ocr.find("testcase[@name='speech[cpu-fp32]']/error")
     assert crash.get("type") == "CRASH" and crash.get("message") == "SIGSEGV in MNN worker"
     assert ocr.find("testcase[@name='quiet[cpu-fp32]']/failure") is None

@@ -16,12 +16,14 @@ from tests.test_report_support import case, mixed, summary
 def test_write_reports_writes_valid_files(tmp_path):
     junit = tmp_path / "ci" / "junit.xml"
     paths = write_reports(mixed(), tmp_path / "reports", junit=junit)
-    assert paths == [tmp_path / "reports" / "ocr.md", tmp_path / "reports" / "ocr.json", junit]
+    assert paths == [tmp_path / "reports" / "ocr.md", tmp_path / "reports" / "ocr.json",
+                     tmp_path / "reports" / "ocr.html", junit]
     doc = json.loads(paths[1].read_text())
     validate_report(doc)
     assert paths[0].read_text() == render_markdown(mixed())
     assert ET.parse(junit).getroot().get("tests") == "8"
-    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["ocr.json", "ocr.md"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["ocr.html", "ocr.json", "ocr.md"]
+    assert "[ocr.html](ocr.html)" in paths[0].read_text()      # the Markdown links the HTML beside it
 
 
 def test_failed_render_leaves_the_old_reports_intact(tmp_path, monkeypatch):
@@ -31,7 +33,7 @@ def test_failed_render_leaves_the_old_reports_intact(tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in [*out.iterdir(), junit]}
     changed = summary([case("det", "new-case", Verdict.PASS)])
 
-    for target in ("render_markdown", "render_json", "render_junit", "validate_report"):
+    for target in ("render_markdown", "render_json", "render_html", "render_junit", "validate_report"):
         with monkeypatch.context() as m:
             m.setattr(writer, target, lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
             with pytest.raises(RuntimeError, match="boom"):

@@ -86,7 +86,7 @@ def test_the_session_reports_cases_as_they_finish_and_returns_the_records(repo: 
     (outcome,) = result.outcomes
     assert outcome.runs[0].result.drift.drift_class.value == "new"     # drift attached as a new record ...
     assert seen[0].drift is None                                         # ... the one reported live is untouched
-    assert {p.name for p in outcome.report_paths} == {"good.md", "good.json"}
+    assert {p.name for p in outcome.report_paths} == {"good.md", "good.json", "good.html"}
 
 
 SLOW_MANIFEST = """\

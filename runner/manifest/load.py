@@ -49,10 +49,10 @@ def load_suite(path: Path, root: Path) -> Suite:
     semantic_issues(document.data, issues, root, malformed)
     if issues.found:
         raise ManifestError(issues.found)
-    return _build(document.data, path, root)
+    return _build(document.data, path, root, document.lines)
 
 
-def _build_model(model: dict, root: Path) -> ModelSpec:
+def _build_model(model: dict, root: Path, line: Optional[int] = None) -> ModelSpec:
     inputs = {name: InputSpec(name, _globs(spec.get("files")), tuple(spec.get("preprocess") or ()),
                               tuple(spec["shape"]) if spec.get("shape") is not None else None)
               for name, spec in (model.get("inputs") or {}).items()}
@@ -66,11 +66,11 @@ def _build_model(model: dict, root: Path) -> ModelSpec:
         inputs=inputs, outputs=outputs, cases=model.get("cases"), max_cases=model.get("max_cases"),
         stream=model.get("stream"), backends=tuple(model["backends"]) if model.get("backends") else None,
         expect_fail=expect.get("fail"),
-        expect_backends=tuple(expect["backends"]) if expect.get("backends") else None,
+        expect_backends=tuple(expect["backends"]) if expect.get("backends") else None, line=line,
     )
 
 
-def _build(data: dict, path: Path, root: Path) -> Suite:
+def _build(data: dict, path: Path, root: Path, lines: Optional[dict[tuple, int]] = None) -> Suite:
     backends = {}
     for name, spec in (data.get("backends") or DEFAULT_BACKENDS).items():
         runtime = {key: spec.get(key, default) for key, default in RUNTIME_DEFAULTS.items()}
@@ -80,7 +80,8 @@ def _build(data: dict, path: Path, root: Path) -> Suite:
         reference={**REFERENCE_DEFAULTS, **(data.get("reference") or {})}, backends=backends,
         tolerance=dict(data.get("tolerance") or {}), limits=Limits(**(data.get("limits") or {})),
         latency=LatencySpec(**(data.get("latency") or {})),
-        models=tuple(_build_model(model, root) for model in data["models"]),
+        models=tuple(_build_model(model, root, (lines or {}).get(("models", index)))
+                     for index, model in enumerate(data["models"])),
     )
 
 

@@ -97,6 +97,7 @@ class ModelSpec:
     backends: Optional[tuple[str, ...]] = None
     expect_fail: Optional[str] = None
     expect_backends: Optional[tuple[str, ...]] = None
+    line: Optional[int] = None         # of the model's entry in the manifest: CI annotations point there
 
     def expects_failure_on(self, backend: str) -> Optional[str]:
         if self.expect_fail and (self.expect_backends is None or backend in self.expect_backends):

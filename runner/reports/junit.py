@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Optional, Sequence
 
 from mnn_parity.records import CaseResult, Verdict
-from mnn_parity.reports.formatting import enum_value, first_line, fmt_cos, fmt_e, fmt_pct, short
+from mnn_parity.reports.formatting import ONE_MINUS_COS, enum_value, first_line, fmt_cos, fmt_e, fmt_pct, short
 from mnn_parity.reports.policy import RunSummary, by_place, drift_fails, stale_fails
 
 COUNT_KEYS = ("tests", "failures", "errors", "skipped")
@@ -84,7 +84,7 @@ def _message(s: str) -> str:
 def _body(r: CaseResult) -> str:
     lines = [r.reason] if r.reason else []
     for o in r.outputs:
-        lines.append(f"{o.name}: max_abs={fmt_e(o.max_abs)} cosine={fmt_cos(o.cosine)} "
+        lines.append(f"{o.name}: max_abs={fmt_e(o.max_abs)} {ONE_MINUS_COS}={fmt_cos(o.cosine)} "
                      f"mismatch={fmt_pct(o.mismatch_fraction)}"
                      + (f" [{enum_value(o.failure_class)}]" if not o.passed else ""))
     return "\n".join(lines)

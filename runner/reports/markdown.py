@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Iterable, Iterator, Optional
 
 from mnn_parity.records import Verdict
-from mnn_parity.reports.formatting import table, text
-from mnn_parity.reports.markdown_cases import (CASE_HEADERS, GROUP_HEADERS, PASS_HEADERS, case_details, case_row,
-                                               group_rows, outputs_block, pass_row)
-from mnn_parity.reports.markdown_summary import changes_md, counts_md, environment_md, warnings_md
+from mnn_parity.reports.formatting import md_table, text
+from mnn_parity.reports.markdown_cases import case_details, outputs_block
+from mnn_parity.reports.markdown_summary import changes_md, counts_md, environment_md, latency_md, warnings_md
 from mnn_parity.reports.policy import RunSummary, by_place, exit_status, problems
+from mnn_parity.reports.tables import (CASE_HEADERS, PASS_HEADERS, XFAIL_HEADERS, case_row, group_rows, pass_row,
+                                       xfail_row)
 
 MARKDOWN_LIMIT = 60_000   # a GitHub comment holds 65,536 characters; keep room for a bot's header
 SHRINK_LEVELS = 4         # levels 0-3 keep every failure's row; level 4 caps them
-EXPECTED_GROUPS = ((Verdict.XFAIL, "Expected failures (XFAIL)"), (Verdict.PASS, "Passes"))
+EXPECTED_GROUPS = ((Verdict.XFAIL, "Expected failures (XFAIL)", XFAIL_HEADERS, xfail_row),
+                   (Verdict.PASS, "Passes", PASS_HEADERS, pass_row))
 # Where a shrunk report puts failure details back afterwards, as many as the room left allows.
 _DETAILS_SLOT = "\x00failure-details\x00"
 
@@ -100,6 +102,7 @@ def _markdown(s: RunSummary, level: int, limit: Optional[int], failure_cap: Opti
     out += counts_md(s)
     out += changes_md(s, level)
     out += _failures_md(s, level, failure_cap)
+    out += latency_md(s, level)
     out += warnings_md(s, level)
     out += _expected_md(s, level)
     out.append(f"<sub>Started {text(s.started or '?')}, took {s.duration_s:.1f} s. "
@@ -113,6 +116,10 @@ def _title_md(s: RunSummary) -> Iterator[str]:
     if s.description:
         yield text(s.description)
         yield ""
+    # Relative: it resolves beside this file, in a checkout or in the CI artifact that holds both.
+    yield (f"Plots and every table: [{text(s.suite)}.html]({s.suite}.html), beside this report "
+           "(in CI, in the reports artifact).")
+    yield ""
 
 
 def _failures_md(s: RunSummary, level: int, failure_cap: Optional[int]) -> Iterator[str]:
@@ -122,7 +129,7 @@ def _failures_md(s: RunSummary, level: int, failure_cap: Optional[int]) -> Itera
     shown = found if failure_cap is None else found[:failure_cap]
     yield f"## Failures ({len(found)})"
     yield ""
-    yield table(CASE_HEADERS, [case_row(r, s, short_reason=level >= 3) for r in shown])
+    yield md_table(CASE_HEADERS, [case_row(r, short_reason=level >= 3) for r in shown])
     yield ""
     if len(shown) < len(found):
         yield f"… and {len(found) - len(shown)} more failures: full details in `{s.suite}.json`."
@@ -136,18 +143,18 @@ def _failures_md(s: RunSummary, level: int, failure_cap: Optional[int]) -> Itera
 
 
 def _expected_md(s: RunSummary, level: int) -> Iterator[str]:
-    for verdict, title in EXPECTED_GROUPS:
+    for verdict, title, headers, row in EXPECTED_GROUPS:
         group = [r for r in by_place(s.results) if r.verdict is verdict]
         if not group:
             continue
         yield f"## {title} ({len(group)})"
         yield ""
         if level == 0:
-            yield table(PASS_HEADERS, [pass_row(r, s) for r in group])
+            yield md_table(headers, [row(r) for r in group])
             yield ""
             yield from outputs_block(group, f"Per-output metrics for {len(group)} {verdict.value} cases")
         else:
-            yield table(GROUP_HEADERS, group_rows(group))
+            yield md_table(*group_rows(group))
             yield ""
             yield f"Individual {verdict.value} cases summarised as counts: full details in `{s.suite}.json`."
             yield ""

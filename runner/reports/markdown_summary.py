@@ -1,46 +1,31 @@
-"""The top of the Markdown report, what a reviewer reads first: environment, counts, what changed since the
-goldens, warnings. `level` is how far the report has had to shrink (see markdown.render_markdown)."""
+"""The top of the Markdown report, what a reviewer reads first: environment, counts, the model × backend roll-up,
+what changed since the goldens, latency, warnings. `level` is how far the report has had to shrink (see
+markdown.render_markdown)."""
 from __future__ import annotations
 
-import json
-from collections import Counter, defaultdict
-from typing import Sequence
+from collections import defaultdict
 
-from mnn_parity.records import CaseResult, DriftClass, Verdict
-from mnn_parity.reports.formatting import cell, enum_value, ident, short, table, text
-from mnn_parity.reports.json_report import ENVIRONMENT_KEYS, jsonable
-from mnn_parity.reports.markdown_cases import folded, worst
-from mnn_parity.reports.policy import RunSummary, by_place, counts
+from mnn_parity.records import CaseResult
+from mnn_parity.reports.formatting import ident, md_table, short, text
+from mnn_parity.reports.markdown_cases import folded
+from mnn_parity.reports.policy import RunSummary, by_place, counts, slow_cases
+from mnn_parity.reports.tables import (CHANGE_HEADERS, DRIFTED_HEADERS, LATENCY_HEADERS, change_row, changed_cases,
+                                       drift_counts, drifted_cases, drifted_row, environment_parts,
+                                       extra_environment_rows, failure_classes_line, latency_rows, latency_rule,
+                                       quiet_drift, rollup_rows, verdict_counts, version_line)
 
-# Regressions first: they are what a version bump must not bring.
-CHANGE_CLASSES = (DriftClass.REGRESSED, DriftClass.CHANGED, DriftClass.FIXED)
-CHANGES_CAP = 50   # rows of "what changed" once a report must shrink
+CHANGES_CAP = 50   # rows of "what changed" or "latency" once a report must shrink
 LISTED_MAX = 20    # stale goldens named, or warnings listed one by one, once a report must shrink
 
 
 def environment_md(s: RunSummary) -> list[str]:
-    env = s.environment
-    parts = [_version_line(s)]
-    if env.get("onnxruntime_version"):
-        parts.append(f"ONNX Runtime {env['onnxruntime_version']}")
-    if env.get("python"):
-        parts.append(f"Python {env['python']}")
-    if env.get("platform"):
-        parts.append(str(env["platform"]))
-    lines = [" · ".join(text(p) for p in parts), ""]
-    extra = {k: v for k, v in env.items() if k not in ENVIRONMENT_KEYS}
+    version, note = version_line(s)
+    head = f"**{text(version)}**" + (f" {text(note)}" if note else "")
+    lines = [" · ".join([head, *(text(p) for p in environment_parts(s))]), ""]
+    extra = extra_environment_rows(s)
     if extra:
-        rows = [[cell(k), cell(v if isinstance(v, str) else json.dumps(jsonable(v)))] for k, v in extra.items()]
-        lines += folded("Environment", table(["key", "value"], rows))
+        lines += folded("Environment", md_table(["key", "value"], extra))
     return lines
-
-
-def _version_line(s: RunSummary) -> str:
-    now = s.environment.get("mnn_version") or "?"
-    then = s.environment.get("baseline_mnn_version")
-    if then and then != now:
-        return f"**MNN {then} → {now}** (goldens blessed with {then})"
-    return f"**MNN {now}**"
 
 
 def counts_md(s: RunSummary) -> list[str]:
@@ -48,18 +33,20 @@ def counts_md(s: RunSummary) -> list[str]:
     verdict_cells = [f"{v}: {n}" for v, n in c["verdict"].items()]
     lines = ["## Summary", "",
              f"**{c['total']} cases** — " + (", ".join(verdict_cells) if verdict_cells else "none ran"), "",
-             table([v.value for v in Verdict] + ["total"],
-                   [[c["verdict"].get(v.value, 0) for v in Verdict] + [c["total"]]]), ""]
-    if c["failure_class"]:
-        lines += ["Failure classes: " + ", ".join(f"{k} {n}" for k, n in c["failure_class"].items()), ""]
+             md_table(*verdict_counts(c)), ""]
+    classes = failure_classes_line(c)
+    if classes:
+        lines += [classes, ""]
+    if s.results:
+        lines += ["Worst verdict per model and backend:", "", md_table(*rollup_rows(s)), ""]
     if c["drift"]:
-        lines += ["Against the goldens:", "",
-                  table([d.value for d in DriftClass], [[c["drift"].get(d.value, 0) for d in DriftClass]]), ""]
+        lines += ["Against the goldens:", "", md_table(*drift_counts(c)), ""]
         failing = sorted(k for k in c["drift"] if k in s.fail_on)
         if failing:
             lines += [f"Drift that fails this run: {', '.join(failing)}.", ""]
     if c["slowdowns"]:
-        lines += [f"⚠️ {c['slowdowns']} case(s) ran slower than {s.slowdown_max:g}× their golden MNN latency.", ""]
+        lines += [f"{c['slowdowns']} case(s) ran slower than {s.slowdown_max:g}× their golden MNN latency: "
+                  "see [Latency](#latency).", ""]
     return lines
 
 
@@ -68,51 +55,34 @@ def changes_md(s: RunSummary, level: int) -> list[str]:
         return []
     lines = ["## What changed since the goldens", ""]
     lines += _changed_table(s, level)
-    lines += _quiet_drift(s)
+    quiet = quiet_drift(s)
+    if quiet:
+        lines += [quiet, ""]
     if level < 2:
         lines += _drifted_details(s)
     lines += _stale_line(s, level)
     return lines
 
 
-def _drifting(s: RunSummary, classes: Sequence[DriftClass]) -> list[CaseResult]:
-    return [r for r in by_place(s.results) if r.drift is not None and r.drift.drift_class in classes]
-
-
 def _changed_table(s: RunSummary, level: int) -> list[str]:
-    changed = sorted(_drifting(s, CHANGE_CLASSES), key=lambda r: CHANGE_CLASSES.index(r.drift.drift_class))
+    changed = changed_cases(s)
     if not changed:
         return ["No case changed beyond tolerance, regressed or got fixed.", ""]
     cap = len(changed) if level < 3 else CHANGES_CAP
     note_max = 120 if level >= 3 else 400
-    rows = [[cell(r.model), cell(r.case), cell(r.backend), f"**{r.drift.drift_class.value}**",
-             f"{cell(enum_value(r.drift.golden_verdict) or '?')} → {r.verdict.value}",
-             worst(r.drift.outputs), worst(r.outputs), cell(short(r.drift.note, note_max))]
-            for r in changed[:cap]]
-    lines = [table(["model", "case", "backend", "drift", "verdict (golden → now)", "vs golden", "vs reference",
-                    "note"], rows)]
+    lines = [md_table(CHANGE_HEADERS, [change_row(r, note_max) for r in changed[:cap]])]
     if cap < len(changed):
         lines += ["", f"… and {len(changed) - cap} more changed cases: full details in `{s.suite}.json`."]
     return lines + [""]
 
 
-def _quiet_drift(s: RunSummary) -> list[str]:
-    found = Counter(r.drift.drift_class for r in s.results if r.drift is not None)
-    quiet = [f"{found[d]} {d.value}" for d in (DriftClass.IDENTICAL, DriftClass.DRIFTED, DriftClass.NEW) if found[d]]
-    if not quiet:
-        return []
-    return ["Also: " + ", ".join(quiet) + " (drifted = changed within tolerance; new = no golden yet).", ""]
-
-
 def _drifted_details(s: RunSummary) -> list[str]:
     # Within tolerance, but "by how much" is what an upgrade review asks: folded, so it costs no attention.
-    drifted = _drifting(s, (DriftClass.DRIFTED,))
+    drifted = drifted_cases(s)
     if not drifted:
         return []
-    rows = [[cell(r.model), cell(r.case), cell(r.backend), worst(r.drift.outputs), worst(r.outputs)]
-            for r in drifted]
     return folded(f"{len(drifted)} drifted within tolerance: how far",
-                  table(["model", "case", "backend", "vs golden", "vs reference"], rows))
+                  md_table(DRIFTED_HEADERS, [drifted_row(r) for r in drifted]))
 
 
 def _stale_line(s: RunSummary, level: int) -> list[str]:
@@ -122,6 +92,19 @@ def _stale_line(s: RunSummary, level: int) -> list[str]:
     shown = names if level < 1 or len(names) <= LISTED_MAX else names[:LISTED_MAX]
     return [f"Stale goldens (no case left): {len(names)} — " + ", ".join(text(n) for n in shown)
             + (" …" if len(shown) < len(names) else ""), ""]
+
+
+def latency_md(s: RunSummary, level: int) -> list[str]:
+    """Every slowdown in one place, with the rule that flags one."""
+    slow = slow_cases(s)
+    if not slow:
+        return []
+    cap = len(slow) if level < 3 else CHANGES_CAP
+    lines = ["## Latency", "", f"{len(slow)} case(s) slower than their golden. {latency_rule(s)}", "",
+             md_table(LATENCY_HEADERS, latency_rows(slow[:cap])), ""]
+    if cap < len(slow):
+        lines += [f"… and {len(slow) - cap} more slower cases: `slowdown` in `{s.suite}.json`.", ""]
+    return lines
 
 
 def warnings_md(s: RunSummary, level: int) -> list[str]:

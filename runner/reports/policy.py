@@ -1,5 +1,6 @@
 """What a run's results mean, before any rendering: the exit status, which drift fails a run, which cases count
-as slower than their golden, the counts every report shows, and the order in which problems are listed."""
+as slower than their golden, the counts every report shows, the model × backend roll-up, and the order in which
+problems are listed."""
 from __future__ import annotations
 
 import enum
@@ -15,6 +16,10 @@ DEFAULT_FAIL_ON = frozenset({DriftClass.REGRESSED.value, DriftClass.CHANGED.valu
 
 # Failures first, the most actionable first; XFAIL and PASS are "as expected".
 PROBLEM_ORDER = (Verdict.FAIL, Verdict.ERROR, Verdict.CRASH, Verdict.XPASS)
+# Worst first, for the roll-up: a process that died hides more than one that could not start, which hides more than
+# a wrong answer; XPASS is news a reader must act on (drop the expectation), XFAIL is not.
+SEVERITY = (Verdict.CRASH, Verdict.ERROR, Verdict.FAIL, Verdict.XPASS, Verdict.XFAIL, Verdict.PASS)
+EXPECTED_MARK = " (expected: "   # how CaseResult.expecting appends the manifest's `expect.fail` to a reason
 
 StaleKey = tuple[str, str, str]   # (model, case, backend) of a golden with no case left
 
@@ -30,7 +35,7 @@ class RunSummary:
     duration_s: float = 0.0
     fail_on: frozenset[str] = DEFAULT_FAIL_ON   # drift classes that fail the run
     slowdown_max: Optional[float] = 1.5   # flag MNN latency above this multiple of the golden's; None: never
-    slowdown_floor_ms: float = 1.0        # ...and only when it also grew by more than this: sub-ms timings are noise
+    slowdown_floor_ms: float = 1.0        # ...and only when both medians are above this: sub-ms timings are noise
 
     def __post_init__(self) -> None:
         # Callers hand over lists, sets and dicts they may go on changing; a report must render what was summed up.
@@ -68,18 +73,29 @@ def slowdown(result: CaseResult) -> Optional[float]:
 
 
 def is_slow(result: CaseResult, s: RunSummary) -> bool:
+    """Slower than `slowdown_max` × the golden, judged only on medians stable enough to mean something.
+
+    A median under a millisecond moves by half of itself from one run to the next (timer resolution, a cache miss,
+    a scheduler tick), so a case is flagged only when both the golden's and the current MNN median are above
+    `slowdown_floor_ms` and their ratio is beyond `slowdown_max`."""
     ratio = slowdown(result)
     if s.slowdown_max is None or ratio is None or ratio <= s.slowdown_max:
         return False
     then = float(result.drift.latency_ms_golden["mnn"])
-    return float(result.latency_ms["mnn"]) - then > s.slowdown_floor_ms
+    return min(then, float(result.latency_ms["mnn"])) > s.slowdown_floor_ms
+
+
+def slow_cases(s: RunSummary) -> list[CaseResult]:
+    """The flagged cases, the largest slowdown first."""
+    return sorted((r for r in s.results if is_slow(r, s)), key=lambda r: (-(slowdown(r) or 0.0), r.model, r.case))
 
 
 class Counts(TypedDict):
     total: int
     verdict: dict[str, int]
     drift: dict[str, int]
-    failure_class: dict[str, int]
+    failure_class: dict[str, int]            # unexpected failures (FAIL) only
+    expected_failure_class: dict[str, int]   # XFAIL: failed as the manifest said it would
     slowdowns: int
 
 
@@ -89,10 +105,15 @@ def counts(summary: RunSummary) -> Counts:
     drifts = Counter(r.drift.drift_class.value for r in summary.results if r.drift is not None)
     if summary.stale:
         drifts[DriftClass.STALE.value] += len(summary.stale)
-    classes = Counter(r.failure_class.value for r in summary.results if r.failure_class is not None)
+
+    def classes(verdict: Verdict) -> dict[str, int]:
+        found = Counter(r.failure_class.value for r in summary.results
+                        if r.verdict is verdict and r.failure_class is not None)
+        return _in_order(found, FailureClass)
+
     return Counts(total=len(summary.results), verdict=_in_order(verdicts, Verdict),
-                  drift=_in_order(drifts, DriftClass), failure_class=_in_order(classes, FailureClass),
-                  slowdowns=sum(1 for r in summary.results if is_slow(r, summary)))
+                  drift=_in_order(drifts, DriftClass), failure_class=classes(Verdict.FAIL),
+                  expected_failure_class=classes(Verdict.XFAIL), slowdowns=len(slow_cases(summary)))
 
 
 def _in_order(counter: Counter, kinds: Iterable[enum.Enum]) -> dict[str, int]:
@@ -107,3 +128,50 @@ def problems(s: RunSummary) -> list[CaseResult]:
 
 def by_place(results: Iterable[CaseResult]) -> list[CaseResult]:
     return sorted(results, key=lambda r: (r.model, r.backend, r.case))
+
+
+def worst_verdict(verdicts: Iterable[Verdict]) -> Verdict:
+    return min(verdicts, key=SEVERITY.index)
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """Model × backend: the verdicts of each cell's cases, models and backends in the order the run met them."""
+    models: tuple[str, ...]
+    backends: tuple[str, ...]
+    cells: Mapping[tuple[str, str], Mapping[Verdict, int]]
+
+
+def rollup(s: RunSummary) -> Rollup:
+    cells: dict[tuple[str, str], Counter] = {}
+    for r in s.results:
+        cells.setdefault((r.model, r.backend), Counter())[r.verdict] += 1
+    models = tuple(dict.fromkeys(m for m, _ in cells))
+    backends = tuple(dict.fromkeys(b for _, b in cells))
+    return Rollup(models, backends, MappingProxyType({k: MappingProxyType(dict(v)) for k, v in cells.items()}))
+
+
+def expected_reason(r: CaseResult) -> tuple[str, str]:
+    """An XFAIL's reason split into (what happened, why the manifest expected it); ("", "") for any other case."""
+    if r.verdict is not Verdict.XFAIL:
+        return "", ""
+    at = _expected_mark(r.reason)
+    if at < 0:
+        return r.reason, ""
+    return r.reason[:at], r.reason[at + len(EXPECTED_MARK):-1]
+
+
+def _expected_mark(reason: str) -> int:
+    """Where the mark that opens the manifest's reason starts, or -1.
+
+    Either part may itself hold "(expected: " (a converter log, the user's own words), so the mark is the one whose
+    parenthesis the reason's final ")" closes; only when the user's parentheses do not balance is it the last."""
+    if not reason.endswith(")"):
+        return -1
+    depth = 0
+    for at in range(len(reason) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(reason[at], 0)
+        if depth == 0:
+            start = at - 1
+            return start if reason.startswith(EXPECTED_MARK, start) else reason.rfind(EXPECTED_MARK)
+    return reason.rfind(EXPECTED_MARK)

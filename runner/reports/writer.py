@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from mnn_parity.fsutil import atomic_write_text
+from mnn_parity.reports.html import render_html
 from mnn_parity.reports.json_report import render_json, validate_report
 from mnn_parity.reports.junit import render_junit
 from mnn_parity.reports.markdown import render_markdown
@@ -18,7 +19,8 @@ from mnn_parity.reports.policy import RunSummary
 
 
 def write_reports(summary: RunSummary, report_dir: Path, junit: Optional[Path] = None) -> list[Path]:
-    """Write <suite>.md, <suite>.json (schema-checked) and optionally JUnit XML; returns the paths written."""
+    """Write <suite>.md, <suite>.json (schema-checked), <suite>.html (with plots) and optionally JUnit XML;
+    returns the paths written."""
     if not summary.suite or "/" in summary.suite or "\\" in summary.suite or summary.suite.startswith("."):
         raise ValueError(f"suite name {summary.suite!r} cannot name a report file")
     report_dir = Path(report_dir)
@@ -26,7 +28,8 @@ def write_reports(summary: RunSummary, report_dir: Path, junit: Optional[Path] =
     doc = render_json(summary)
     validate_report(doc)
     planned = [(report_dir / f"{summary.suite}.md", markdown),
-               (report_dir / f"{summary.suite}.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")]
+               (report_dir / f"{summary.suite}.json", json.dumps(doc, indent=2, allow_nan=False) + "\n"),
+               (report_dir / f"{summary.suite}.html", render_html(summary))]
     if junit is not None:
         planned.append((Path(junit), render_junit([summary])))
     for path, text in planned:
