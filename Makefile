@@ -39,6 +39,7 @@ test-fast: data
 
 # Mutation score of comparison, the tolerance cascade and drift (see scripts/mutation.py).
 mutation: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,mutation]'
 	$(PY) scripts/mutation.py
 
 bench: data

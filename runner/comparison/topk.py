@@ -49,7 +49,9 @@ def _near_ties(rb: np.ndarray, mb: np.ndarray, ri: np.ndarray, mi: np.ndarray, t
     with np.errstate(invalid="ignore", over="ignore"):
         gaps = np.where(intruder, kth[:, None] - np.take_along_axis(rb, mi, axis=1), -np.inf)
         gap = gaps.max(axis=1)
-        err = np.abs(mb - rb).max(axis=1)
+        # The largest error among finite positions: a NaN (or -inf) on both sides must not hide a near tie.
+        diff = np.abs(mb - rb)
+        err = np.where(np.isfinite(diff), diff, 0.0).max(axis=1)
         near = (gap <= tol.atol + tol.rtol * np.abs(kth)) | (gap <= err)
     return int(near.sum())
 
