@@ -577,6 +577,9 @@ def test_non_finite_scores_on_both_sides_do_not_hide_a_near_tie():
     # sides says nothing about the other scores and must not turn it into a real flip.
     c = compare_output("s", np.array([[np.nan, 1.0, 0.5]]), np.array([[np.nan, 0.4, 0.5]]), LOOSE, TopK())
     assert (c.topk_flips, c.near_tie_flips) == (0, 1)
+    # ... nor make up an error: the finite scores moved by at most 0.6, less than the 1.0 gap, so a real flip.
+    real = compare_output("s", np.array([[np.nan, 1.0, 0.0]]), np.array([[np.nan, 0.5, 0.6]]), LOOSE, TopK())
+    assert (real.topk_flips, real.near_tie_flips) == (1, 0)
 
 
 # --- judging a case ----------------------------------------------------------------------------------------------------

@@ -139,10 +139,3 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     value = _dot(a, b) / np.sqrt(_dot(a, a) * _dot(b, b))
     return min(1.0, max(-1.0, float(value)))
 
-
-def __getattr__(name: str):
-    # Transitional, while tests/test_report.py still imports the old names from here; removed with that import.
-    if name in ("compare_output", "judge"):
-        from mnn_parity import comparison
-        return {"compare_output": comparison.compare_output, "judge": comparison.judge_case}[name]
-    raise AttributeError(name)
