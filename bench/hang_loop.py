@@ -68,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     for index in range(1, args.runs + 1):
         outcome, seconds = one_run(index, args.suites, args.jobs, args.timeout, work)
         outcomes.append((outcome, seconds))
-        print(f"run {index:3d}/{args.runs}: {outcome:8s} {seconds:7.1f} s", flush=True)
-        if outcome != "HUNG" and not args.keep:
-            shutil.rmtree(work / f"run-{index:03d}")
+        folder = work / f"run-{index:03d}"
+        note = ""
+        if outcome not in ("exit 0", "exit 1", "HUNG"):   # not a verdict: the run itself went wrong, say why
+            lines = (folder / "output.log").read_text(errors="replace").strip().splitlines()
+            note = f"  ({lines[-1][:150] if lines else 'no output'})"
+        print(f"run {index:3d}/{args.runs}: {outcome:8s} {seconds:7.1f} s{note}", flush=True)
+        if outcome in ("exit 0", "exit 1") and not args.keep:
+            shutil.rmtree(folder)
     finished = [s for o, s in outcomes if o != "HUNG"]
     hung = len(outcomes) - len(finished)
     codes = sorted({o for o, _ in outcomes if o != "HUNG"})
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{statistics.median(finished):.1f}, min {min(finished):.1f}, max {max(finished):.1f}")
     if hung:
         print(f"stacks of the hung runs: {work}/run-*/output.log")
+    if any(o not in ("exit 0", "exit 1", "HUNG") for o, _ in outcomes):
+        print(f"logs of the runs that went wrong: {work}/run-*/output.log")
     return 1 if hung else 0
 
 

@@ -178,7 +178,7 @@ def main(argv: list) -> None:
 
 # ------------------------------------------------------------------------------------------------ parent side
 _SPAWNER = None
-_LIVE: set = set()
+_LIVE: dict = {}          # Popen -> kind
 _LOCK = threading.Lock()
 
 
@@ -204,8 +204,8 @@ def child_env(scratch, base=None) -> dict:
     return env
 
 
-def spawn(argv: list, **popen_kwargs):
-    """Start a child in its own session, registered for `kill_all_children`.
+def spawn(argv: list, kind: str = "child", **popen_kwargs):
+    """Start a child in its own session, registered under `kind` for `kill_all_children`.
 
     Every child is started from one long-lived thread: the parent-death signal fires when the *thread* that
     forked the child ends, and a short-lived worker thread of the caller would take its children with it."""
@@ -217,17 +217,18 @@ def spawn(argv: list, **popen_kwargs):
         if _SPAWNER is None:
             _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mnn-parity-spawn")
         spawner = _SPAWNER
-        _LIVE.difference_update([p for p in _LIVE if p.returncode is not None])
+        for finished in [p for p in _LIVE if p.returncode is not None]:
+            del _LIVE[finished]
     popen_kwargs.setdefault("close_fds", True)
     proc = spawner.submit(subprocess.Popen, argv, start_new_session=True, **popen_kwargs).result()
     with _LOCK:
-        _LIVE.add(proc)
+        _LIVE[proc] = kind
     return proc
 
 
 def forget(proc) -> None:
     with _LOCK:
-        _LIVE.discard(proc)
+        _LIVE.pop(proc, None)
 
 
 def kill_group(proc) -> None:
@@ -240,11 +241,11 @@ def kill_group(proc) -> None:
         pass
 
 
-def kill_all_children() -> int:
-    """Kill every live child started through `spawn` (engine workers and converters): for Ctrl-C. Returns how many
-    were still registered; their owners see them die (an engine crash, a converter killed by SIGKILL)."""
+def kill_all_children(kind=None) -> int:
+    """Kill every live child started through `spawn` (of one `kind` if given): for Ctrl-C. Returns how many were
+    still registered; their owners see them die (an engine crash, a converter killed by SIGKILL)."""
     with _LOCK:
-        live = [p for p in _LIVE if p.returncode is None]
+        live = [p for p, k in _LIVE.items() if p.returncode is None and kind in (None, k)]
     for proc in live:
         kill_group(proc)
     return len(live)

@@ -100,23 +100,28 @@ def test_a_crashed_converter_keeps_its_log_and_quotes_its_tail(tmp_path: Path, m
     assert fixed.ok and not crashed.log_path.exists()      # the crash log goes once the key converts
 
 
-def test_kill_all_children_cancels_a_running_conversion(tmp_path: Path, monkeypatch):
-    from mnn_parity import sandbox
+def test_kill_all_children_cancels_a_running_conversion_and_spares_engine_workers(tmp_path: Path, monkeypatch):
+    from mnn_parity.engines.host import EngineProcess, EngineSpec
 
     hang = tmp_path / "hang.py"
     started = tmp_path / "started"
     hang.write_text(f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(600)\n")
+    model = onnx_models.conv_relu(tmp_path / "conv.onnx")
+    worker = EngineProcess(EngineSpec("onnxruntime", model, (), ("y",)))
     monkeypatch.setattr(mnnconvert, "CONVERTER_SCRIPT", hang)
     outcome = []
-    thread = threading.Thread(target=lambda: outcome.append(
-        convert(onnx_models.conv_relu(tmp_path / "conv.onnx"), ConvertFlags(), ENV, tmp_path / "cache")))
+    thread = threading.Thread(target=lambda: outcome.append(convert(model, ConvertFlags(), ENV, tmp_path / "cache")))
     thread.start()
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox.kill_all_children() >= 1
-    thread.join(timeout=30)
-    assert outcome and "converter crashed: killed by SIGKILL" in outcome[0].reason
+    try:
+        assert mnnconvert.kill_all_children() == 1
+        thread.join(timeout=30)
+        assert outcome and "converter crashed: killed by SIGKILL" in outcome[0].reason
+        assert worker.alive
+    finally:
+        worker.close()
 
 
 def test_two_converters_racing_on_an_empty_cache_both_get_a_readable_model(tmp_path: Path):

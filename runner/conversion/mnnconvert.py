@@ -138,6 +138,12 @@ def convert(onnx_path: Path, flags: ConvertFlags, env: ConverterEnv, cache_dir: 
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def kill_all_children() -> int:
+    """Kill every converter running now (Ctrl-C): each `convert` in progress returns "killed by SIGKILL" at once,
+    and remembers nothing. Engine workers are the pool's (`WorkerPool.kill_all`)."""
+    return sandbox.kill_all_children("converter")
+
+
 def _from_entry(entry: Path, key: str, onnx_sha: str) -> Optional[Conversion]:
     meta = cache.read_entry(entry)
     if meta is None:
@@ -178,7 +184,7 @@ def _run_converter(python: Path, argv: list[str], limits: Limits, log_file: Path
     """Run the converter behind the sandbox; return its combined log and, if it died, how."""
     with tempfile.TemporaryDirectory(prefix="mnn-parity-convert-") as scratch, open(log_file, "wb") as sink:
         try:
-            proc = sandbox.spawn(sandbox.command(python, CONVERTER_SCRIPT, argv, limits.memory_mb),
+            proc = sandbox.spawn(sandbox.command(python, CONVERTER_SCRIPT, argv, limits.memory_mb), "converter",
                                  stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  cwd=log_file.parent, env=sandbox.child_env(scratch))
         except OSError as error:

@@ -57,7 +57,7 @@ class EngineProcess:
         child_env.setdefault("OMP_NUM_THREADS", str(spec.config.get("threads", 1)))
         try:
             self._proc = sandbox.spawn(sandbox.command(spec.python, WORKER_SCRIPT, memory_mb=limits.memory_mb),
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                       "engine", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                        env=child_env)
         except OSError as error:   # the interpreter is missing or not executable: the setup's fault, no crash
             self._stderr.close()
