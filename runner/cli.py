@@ -127,10 +127,28 @@ def cmd_new(args) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from mnn_parity.repo_init import InitError, init_repository, next_steps
+
+    try:
+        result = init_repository(Path(args.dir))
+    except (InitError, OSError) as error:     # OSError: DIR is a file, or not writable
+        say(f"init: {error}")
+        return EXIT_SETUP
+    say(next_steps(result))
+    return EXIT_OK
+
+
 def cmd_data(args) -> int:
     from mnn_parity.bundled import restore as data
+    from mnn_parity.repo_init import pins_bundled_data
 
     root = repo_root()
+    if args.action == "restore" and not pins_bundled_data(root):
+        # A team's repository: its data/ (if any) is its own, and rebuilding mnn-parity's set there would clobber it.
+        say(f"data restore: nothing to do in {root}: it only restores mnn-parity's own bundled data set (data/, "
+            "pinned by data.dvc in the mnn-parity repository). Your own data is restored by `dvc pull`.")
+        return EXIT_OK
     try:
         if args.action == "verify":
             differences = data.verify(root)
@@ -183,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("model", help="the .onnx file")
     new.add_argument("-o", "--output", help="manifest to write (default: suites/<model>.yaml)")
     new.add_argument("--force", action="store_true", help="overwrite an existing manifest")
-    data = commands.add_parser("data", help="restore or verify data/ against data.dvc")
+    init = commands.add_parser("init", help="prepare a repository: suites/, .gitignore, DVC for goldens/")
+    init.add_argument("dir", nargs="?", default=".", help="the repository's root (default: here)")
+    data = commands.add_parser("data", help="restore or verify mnn-parity's bundled data/ against data.dvc")
     data.add_argument("action", choices=("restore", "verify"))
     return parser
 
@@ -194,7 +214,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     paths = getattr(args, "paths", None) or []
     _ROOT_OVERRIDE = Path(args.root).resolve() if args.root else (
         repo_root(Path(paths[0])) if paths and not os.environ.get("MNN_PARITY_ROOT") else None)
-    handler = {"validate": cmd_validate, "run": cmd_run, "bless": cmd_bless, "new": cmd_new, "data": cmd_data}
+    handler = {"validate": cmd_validate, "run": cmd_run, "bless": cmd_bless, "new": cmd_new, "init": cmd_init,
+               "data": cmd_data}
     try:
         return handler[args.command](args)
     except KeyboardInterrupt:

@@ -79,7 +79,8 @@ def render_manifest(model_rel: str, name: str, inputs: list[dict], outputs: list
                     "        preprocess:   # TODO match the model's training-time preprocessing",
                     "          - decode: {color: RGB}",
                     f"          - resize: {size}",
-                    "          - normalize: {scale: 0.00392156862745098, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}",
+                    "          - normalize: {scale: 0.00392156862745098, mean: [0.485, 0.456, 0.406], "
+                    "std: [0.229, 0.224, 0.225]}",
                     "          - layout: NCHW",
                     f"          - dtype: {spec['dtype']}",
                 ]
@@ -95,9 +96,27 @@ def render_manifest(model_rel: str, name: str, inputs: list[dict], outputs: list
             ]
     lines.append("    outputs:")
     for spec in outputs:
-        lines.append(f"      {spec['name']}: {{}}   # shape {shape_text(spec['shape'])}, {spec['dtype']}; "
-                     "add tolerance: or topk: {k: 1, axis: 1} for class scores")
+        axis = class_axis(spec["shape"]) if spec["dtype"].startswith(("float", "bfloat")) else None
+        hint = (f"a suggestion, if these are class scores: {{topk: {{k: 1, axis: {axis}}}}}" if axis is not None
+                else "add tolerance: to loosen or tighten it")
+        lines.append(f"      {spec['name']}: {{}}   # shape {shape_text(spec['shape'])}, {spec['dtype']}; {hint}")
     return "\n".join(lines) + "\n"
+
+
+def class_axis(shape: list) -> Optional[int]:
+    """The axis class scores most likely lie on, from the output's shape alone; None when there is no guess.
+
+    The rule: [C] -> 0; [N, C] -> 1; [N, T, C] -> 2, the last, since a rank-3 score tensor is usually a sequence
+    (a CTC text recogniser, a tagger), except [N, C, L] with C fixed and L dynamic, whose class count is the fixed
+    one -> 1; rank 4 and up is channels-first ([N, C, H, W], a segmentation map) -> 1. A suggestion only: the
+    shape cannot tell an [N, T, C] from an [N, C, L] with both fixed.
+    """
+    rank = len(shape)
+    if rank == 0:
+        return None
+    if rank == 3 and isinstance(shape[1], int) and not isinstance(shape[2], int):
+        return 1
+    return {1: 0, 2: 1, 3: 2}.get(rank, 1)
 
 
 def write_manifest(model: Path, output: Optional[Path], root: Path, force: bool = False) -> Path:
@@ -107,7 +126,9 @@ def write_manifest(model: Path, output: Optional[Path], root: Path, force: bool 
     try:
         model_rel = str(resolved.relative_to(root.resolve()))
     except ValueError:
-        raise ScaffoldError(f"{model}: the model must be inside the repository ({root}); copy it under data/ first")
+        raise ScaffoldError(f"{model}: the model must be inside the repository ({root}): copy it into a folder of "
+                            "your own there (say models/; `dvc add models` if it is large), not data/, which holds "
+                            "mnn-parity's bundled data set")
     inputs, outputs = describe_model(resolved)
     name = _slug(resolved.stem)
     target = output or root / "suites" / f"{name}.yaml"

@@ -4,22 +4,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from mnn_parity.cli import main
+from mnn_parity.scaffold import class_axis
 from tests import onnx_models
 
 
 def test_new_writes_a_manifest_that_validates_once_filled_in(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    onnx_models.conv_relu(tmp_path / "data/models/tiny conv.onnx")
-    assert main(["new", "data/models/tiny conv.onnx"]) == 0
+    onnx_models.conv_relu(tmp_path / "models/tiny conv.onnx")
+    assert main(["new", "models/tiny conv.onnx"]) == 0
     manifest_path = tmp_path / "suites/tiny-conv.yaml"
     text = manifest_path.read_text()
     manifest = yaml.safe_load(text)
     model = manifest["models"][0]
-    assert model["onnx"] == "data/models/tiny conv.onnx"
+    assert model["onnx"] == "models/tiny conv.onnx"
     assert model["inputs"]["x"]["shape"] == [1, 3, 8, 8]
     assert list(model["outputs"]) == ["y"]
     assert "TODO" in text
@@ -28,11 +30,11 @@ def test_new_writes_a_manifest_that_validates_once_filled_in(tmp_path: Path, mon
     assert main(["validate", str(manifest_path)]) == 2
     assert "matches no file" in capsys.readouterr().err
 
-    (tmp_path / "data/inputs").mkdir(parents=True)
-    np.save(tmp_path / "data/inputs/a.npy", np.zeros((8, 8, 3), np.uint8) + np.arange(8, dtype=np.uint8)[:, None, None])
+    (tmp_path / "inputs").mkdir(parents=True)
     from PIL import Image
-    Image.fromarray(np.load(tmp_path / "data/inputs/a.npy")).save(tmp_path / "data/inputs/a.png")
-    manifest_path.write_text(text.replace("TODO/path/to/inputs/*.png", "data/inputs/*.png"))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8) + np.arange(8, dtype=np.uint8)[:, None, None]).save(
+        tmp_path / "inputs/a.png")
+    manifest_path.write_text(text.replace("TODO/path/to/inputs/*.png", "inputs/*.png"))
     assert main(["validate", str(manifest_path)]) == 0
 
 
@@ -77,3 +79,59 @@ def test_new_names_the_axes_of_dimensions_written_as_minus_one(tmp_path: Path, m
     assert main(["new", "neg.onnx"]) == 0
     text = (tmp_path / "suites/neg.yaml").read_text()
     assert "shape: [null, 3, null, 192]  # dynamic: axis 0, axis 2 — set by your preprocessing" in text
+
+
+def _scores_model(path: Path, shape: list, elem_type: int = 1) -> Path:
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["scores"])], "scores",
+                              [helper.make_tensor_value_info("x", elem_type, shape)],
+                              [helper.make_tensor_value_info("scores", elem_type, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("shape, axis", [
+    ([1, 1000], 1),                     # [N, C] classifier
+    ([1, 21, 64, 64], 1),               # [N, C, H, W] segmentation map: channels first
+    (["n", 40, 6625], 2),               # [N, T, C] CTC recogniser: the class axis is the last
+    ([1, "t", 6625], 2),
+    ([1, 2, "length"], 1),              # [N, C, L]: a fixed class count, a dynamic length
+    ([10], 0),
+])
+def test_new_suggests_topk_on_the_class_axis_decided_from_the_shape(tmp_path, monkeypatch, shape, axis):
+    monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    _scores_model(tmp_path / "scores.onnx", shape)
+    assert main(["new", "scores.onnx"]) == 0
+    line = next(l for l in (tmp_path / "suites/scores.yaml").read_text().splitlines() if "scores: {}" in l)
+    assert "a suggestion, if these are class scores: " in line
+    # what it suggests is the output's value as the manifest writes it
+    assert yaml.safe_load(line.split("class scores: ")[1]) == {"topk": {"k": 1, "axis": axis}}
+    assert class_axis(shape) == axis
+
+
+def test_new_suggests_no_topk_for_a_scalar_or_integer_output(tmp_path, monkeypatch):
+    from onnx import TensorProto
+
+    monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    _scores_model(tmp_path / "labels.onnx", [1, 10], TensorProto.INT64)
+    assert main(["new", "labels.onnx"]) == 0
+    assert "topk" not in (tmp_path / "suites/labels.yaml").read_text()
+    assert class_axis([]) is None
+
+
+def test_a_model_outside_the_repository_is_refused_with_where_to_put_it(tmp_path, monkeypatch, capsys):
+    root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    root.mkdir()
+    monkeypatch.setenv("MNN_PARITY_ROOT", str(root))
+    monkeypatch.chdir(root)
+    onnx_models.conv_relu(elsewhere / "m.onnx")
+    assert main(["new", str(elsewhere / "m.onnx")]) == 2
+    said = capsys.readouterr().err
+    assert "copy it into a folder of your own there (say models/" in said
+    assert "not data/, which holds mnn-parity's bundled data set" in said
+    assert "under data/" not in said
+    assert not (root / "suites").exists()

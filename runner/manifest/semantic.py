@@ -134,9 +134,25 @@ def _check_inputs(model: dict, at: tuple, signature: Signature, issues: Issues) 
 
 def _check_outputs(model: dict, at: tuple, signature: Signature, issues: Issues) -> None:
     model_outputs = signature[1]
-    for output_name in model.get("outputs") or {}:
+    for output_name, spec in (model.get("outputs") or {}).items():
         if output_name not in model_outputs:
             issues.add(at + ("outputs", output_name), _no_such("output", output_name, model_outputs))
+        elif isinstance(spec, dict) and isinstance(spec.get("topk"), dict):
+            _check_topk_axis(spec["topk"], at + ("outputs", output_name, "topk"), model_outputs[output_name],
+                             bool(model.get("stream")), issues)
+
+
+def _check_topk_axis(topk: dict, where: tuple, shape: tuple, streamed: bool, issues: Issues) -> None:
+    """An axis past the output's rank would wrap (numpy's modulo) onto another axis, say the batch, and report
+    full agreement on nothing: refuse it here, where the rank is known."""
+    axis = topk.get("axis")
+    if not isinstance(axis, int) or isinstance(axis, bool) or not shape:
+        return   # no axis (the default, the last, always fits), or a rank the model does not declare: run time
+    rank = len(shape) + (1 if streamed else 0)    # a stream stacks its frames' outputs on a new axis 0
+    if not -rank <= axis < rank:
+        stacked = " (its frames stacked on axis 0)" if streamed else ""
+        issues.add(where + ("axis",), f"axis {axis} is outside a rank-{rank} output{stacked}: "
+                                      f"use 0 to {rank - 1}, or -{rank} to -1 from the end")
 
 
 def _check_stream(model: dict, at: tuple, signature: Signature, issues: Issues) -> None:
