@@ -1,0 +1,104 @@
+"""Per-tensor errors between MNN and ONNX Runtime, in float64.
+
+Numpy only: the MNN child loads this file by path (it runs under an interpreter that may hold nothing but MNN and
+numpy), so the parent and the child judge a tensor with the very same code.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Union
+
+import numpy as np
+
+# Cosine below this (and max-rel above REL_MIN) is a divergence. Max-rel alone jumps on one element; cosine alone
+# ignores scale, so both must say so.
+COSINE_MIN = {"high": 0.999, "low": 0.99}
+REL_MIN = 1e-2
+# Below this absolute difference a float32 tensor of O(1) activations differs by rounding alone: a saturated
+# Sigmoid of PP-OCR's detector (all ~1e-8) gave max-rel 0.6 and cosine 0.53 on a case the run passes.
+ABS_MIN = 1e-5
+FP16_MAX = 65504.0
+
+
+def squeezed(shape: tuple) -> tuple:
+    """A Conv1D becomes Unsqueeze→Conv2D→Squeeze in MNN: ranks differ by unit axes that carry nothing."""
+    return tuple(int(d) for d in shape if int(d) != 1)
+
+
+def measure(mnn: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """status: ok | shape | int | nan | layout; err = 1 − cosine (inf for a shape or a non-finite value)."""
+    if mnn.size != ref.size:
+        return {"status": "shape", "err": math.inf, "rel": math.inf, "cos": 0.0,
+                "detail": f"MNN {list(mnn.shape)} vs ONNX {list(ref.shape)}"}
+    layout = squeezed(mnn.shape) != squeezed(ref.shape)
+    if ref.dtype.kind in "iub" and mnn.dtype.kind in "iub":
+        same = bool(np.array_equal(mnn.reshape(-1).astype(np.int64), ref.reshape(-1).astype(np.int64)))
+        return {"status": "int" if not same else ("layout" if layout else "ok"), "err": 0.0 if same else 1.0,
+                "rel": 0.0 if same else 1.0, "cos": 1.0 if same else 0.0, "detail": ""}
+    a = mnn.reshape(-1).astype(np.float64)
+    b = ref.reshape(-1).astype(np.float64)
+    a_bad, b_bad = ~np.isfinite(a), ~np.isfinite(b)
+    if bool(np.any(a_bad & ~b_bad)):
+        return {"status": "nan", "err": math.inf, "rel": math.inf, "cos": 0.0,
+                "detail": f"{int(np.sum(a_bad & ~b_bad))} non-finite value(s) only in MNN"}
+    keep = ~(a_bad | b_bad)
+    a, b = a[keep], b[keep]
+    rel, cos = relative(a, b), cosine(a, b)
+    delta = float(np.max(np.abs(a - b))) if a.size else 0.0
+    return {"status": "layout" if layout else "ok", "err": max(0.0, 1.0 - cos), "rel": rel, "cos": cos,
+            "abs": delta, "detail": ""}
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0:
+        return 0.0
+    delta = float(np.max(np.abs(a - b)))
+    scale = float(np.max(np.abs(b)))
+    if delta == 0.0:
+        return 0.0
+    return delta / scale if scale > 0 else math.inf
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    # einsum rather than np.dot: threaded BLAS calls stalled in a busy process
+    aa, bb, ab = (float(np.einsum("i,i->", x, y)) for x, y in ((a, a), (b, b), (a, b)))
+    if aa == 0.0 and bb == 0.0:
+        return 1.0
+    if aa == 0.0 or bb == 0.0:
+        return 0.0
+    return max(-1.0, min(1.0, ab / math.sqrt(aa * bb)))
+
+
+Criterion = Union[str, float]    # "high" | "low", or a cosine bound of the case's own
+
+
+def cosine_bound(hint: Criterion) -> float:
+    return float(hint) if isinstance(hint, (int, float)) else COSINE_MIN.get(hint, COSINE_MIN["high"])
+
+
+def diverges(metric: dict[str, Any], hint: Criterion) -> bool:
+    if metric["status"] in ("shape", "int", "nan"):
+        return True
+    return (metric["rel"] > REL_MIN and metric["cos"] < cosine_bound(hint)
+            and metric.get("abs", math.inf) > ABS_MIN)
+
+
+def within(mnn: np.ndarray, ref: np.ndarray, tolerance: dict) -> bool:
+    """The run's own test of an output: every element within atol + rtol·|ref| (up to mismatch_max) and the
+    cosine over cosine_min."""
+    if mnn.size != ref.size:
+        return False
+    a, b = mnn.reshape(-1).astype(np.float64), ref.reshape(-1).astype(np.float64)
+    bad = np.abs(a - b) > float(tolerance.get("atol", 1e-4)) + float(tolerance.get("rtol", 1e-3)) * np.abs(b)
+    bad |= np.isfinite(a) != np.isfinite(b)
+    if a.size and float(np.mean(bad)) > float(tolerance.get("mismatch_max", 0.0)):
+        return False
+    finite = np.isfinite(a) & np.isfinite(b)
+    return cosine(a[finite], b[finite]) >= float(tolerance.get("cosine_min", 0.0))
+
+
+def same_values(mnn: np.ndarray, ref: np.ndarray, hint: Criterion) -> bool:
+    """Whether two arrays of equal size hold the same values (layout ignored): the alias and layout checks."""
+    if mnn.size != ref.size:
+        return False
+    return not diverges(measure(mnn.reshape(-1), ref.reshape(-1)), hint)

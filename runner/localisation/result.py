@@ -1,0 +1,57 @@
+"""What localisation answers, as the run and the CLI record it."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+STATUSES = ("blamed", "drift", "none", "skipped", "error")
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    # JSON has no infinity: a shape or NaN divergence has no finite error, and says so through `kind`
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True)
+class LocaliseOptions:
+    """Budgets. Names per forward, by count and by MiB, for both engines: every marked output stays allocated for
+    the whole forward (PP-OCR's detector at 736x1472: MNN 40 names 1.6 GB, 256 MiB chunks 0.8 GB; ONNX Runtime
+    all at once 1.9 GB, 256 MiB chunks 0.6 GB, and faster too). Verification trials and candidates bound the
+    time; profile rows the report."""
+    chunk: int = 40
+    chunk_mb: float = 256.0
+    reference_chunk: int = 120
+    trials: int = 12
+    candidates: int = 3
+    profile_rows: int = 20
+    keep_workdir: bool = False          # keep the recorded tensors and trial models, for debugging the localiser
+
+
+@dataclass(frozen=True)
+class Localisation:
+    status: str
+    node: str = ""
+    op_type: str = ""
+    tensor: str = ""
+    rel: Optional[float] = None
+    cosine: Optional[float] = None
+    inherited_error: Optional[float] = None
+    segment: tuple[str, ...] = ()
+    verified: str = "no"
+    shortest: tuple[str, ...] = ()
+    kind: str = ""
+    suggestion: str = ""
+    repro: str = ""
+    seconds: float = 0.0
+    profile: tuple[tuple[str, int, Optional[float], Optional[float]], ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "node": self.node, "op_type": self.op_type, "tensor": self.tensor,
+                "rel": _finite(self.rel), "cosine": _finite(self.cosine),
+                "inherited_error": _finite(self.inherited_error), "segment": list(self.segment),
+                "verified": self.verified, "shortest": list(self.shortest), "kind": self.kind,
+                "suggestion": self.suggestion, "repro": self.repro, "seconds": round(self.seconds, 3),
+                "profile": [[t, i, _finite(e), _finite(r)] for t, i, e, r in self.profile]}
