@@ -60,7 +60,9 @@ def session_for(args):
         backends=frozenset(args.backend) if getattr(args, "backend", None) else None,
         models=frozenset(args.model) if getattr(args, "model", None) else None,
         goldens_dir=path(getattr(args, "goldens", None)), report_dir=path(getattr(args, "report_dir", None)),
-        fail_on=fail_on(getattr(args, "fail_on", None)), junit=path(getattr(args, "junit", None)))
+        fail_on=fail_on(getattr(args, "fail_on", None)), junit=path(getattr(args, "junit", None)),
+        localise=getattr(args, "localise", None) or ("always" if args.command == "localise" else "never"),
+        cases=frozenset(args.case) if getattr(args, "case", None) else None)
     from mnn_parity.progress import terminal_events
 
     return Session(config, terminal_events(getattr(args, "verbosity", 1)))
@@ -108,6 +110,30 @@ def _run_flow(args, flow: str) -> int:
 
 def cmd_run(args) -> int:
     return _run_flow(args, "run")
+
+
+def cmd_localise(args) -> int:
+    """Run one model (optionally one case and backend) and name where MNN first goes wrong on each case."""
+    session = session_for(args)
+    try:
+        result = session.run(_paths(args))
+    finally:
+        session.events.close()
+    status = _finish(result)
+    for outcome in result.outcomes:
+        for case in outcome.summary.results:
+            if case.localisation:
+                say(localisation_line(case.to_json(), case.localisation))
+    return status
+
+
+def localisation_line(case: dict, found: dict) -> str:
+    where = f"{case['model']}/{case['case']} [{case['backend']}] {case['verdict']}"
+    if found["status"] != "blamed":
+        return f"{where}: {found['status']} — {found.get('kind') or ''} {found.get('suggestion') or ''}".rstrip()
+    return (f"{where}: first divergent op {found['node']} ({found['op_type']}), tensor {found['tensor']}, "
+            f"rel {found['rel']}, cosine {found['cosine']}; verified: {found['verified']}; {found['kind']}: "
+            f"{found['suggestion']}" + (f"; reproducer {found['repro']}" if found.get("repro") else ""))
 
 
 def cmd_bless(args) -> int:
@@ -194,9 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             sub.add_argument("--report-dir", help="where reports go (default: reports/)")
             sub.add_argument("--junit", metavar="FILE", help="also write JUnit XML here")
+            sub.add_argument("--localise", choices=("never", "fail", "always"), default="fail",
+                             help="name the first divergent op of each FAIL case (default), of every case, or none")
             sub.add_argument("--fail-on", action="append", choices=DRIFT_CLASSES + ("none",),
                              help="a drift class that also fails the run, besides regressed and changed "
                                   "(repeatable); `none` switches drift gating off")
+    localise = commands.add_parser("localise", help="name the op where MNN first goes wrong on a model's cases")
+    localise.add_argument("paths", nargs=1, metavar="MANIFEST")
+    localise.add_argument("--model", action="append", required=True, help="the model (repeatable)")
+    localise.add_argument("--case", action="append", help="only this case (repeatable)")
+    localise.add_argument("--backend", action="append", help="only this backend (repeatable)")
+    localise.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
+    localise.add_argument("--report-dir", help="where reports and reproducers go (default: reports/)")
     new = commands.add_parser("new", help="write a starting manifest for an ONNX model")
     new.add_argument("model", help="the .onnx file")
     new.add_argument("-o", "--output", help="manifest to write (default: suites/<model>.yaml)")
@@ -214,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     paths = getattr(args, "paths", None) or []
     _ROOT_OVERRIDE = Path(args.root).resolve() if args.root else (
         repo_root(Path(paths[0])) if paths and not os.environ.get("MNN_PARITY_ROOT") else None)
-    handler = {"validate": cmd_validate, "run": cmd_run, "bless": cmd_bless, "new": cmd_new, "init": cmd_init,
+    handler = {"validate": cmd_validate, "run": cmd_run, "localise": cmd_localise, "bless": cmd_bless, "new": cmd_new, "init": cmd_init,
                "data": cmd_data}
     try:
         return handler[args.command](args)

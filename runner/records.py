@@ -174,6 +174,7 @@ class CaseResult:
     warnings: tuple[str, ...] = ()
     latency_ms: Mapping[str, float] = field(default_factory=dict)   # {"reference": ..., "mnn": ...}
     drift: Optional[Drift] = None
+    localisation: Optional[Mapping[str, Any]] = None   # the first divergent op, as localisation's JSON contract
 
     def expecting(self, expect_fail: Optional[str]) -> "CaseResult":
         """The manifest's `expect: {fail: ...}` applied: a failure becomes XFAIL, a pass XPASS (news)."""
@@ -198,7 +199,8 @@ class CaseResult:
                 "warnings": list(self.warnings),
                 "latency_ms": {k: json_number(v) for k, v in self.latency_ms.items()},
                 "drift": self.drift.to_json() if self.drift else None,
-                "outputs": [o.to_json() for o in self.outputs]}
+                "outputs": [o.to_json() for o in self.outputs],
+                **({"localisation": dict(self.localisation)} if self.localisation is not None else {})}
 
     @classmethod
     def from_json(cls, doc: Mapping, suite: str = "") -> "CaseResult":
@@ -208,7 +210,7 @@ class CaseResult:
                    tuple(OutputComparison.from_json(o) for o in doc.get("outputs", ())),
                    tuple(doc.get("warnings", ())),
                    {k: number_from_json(v) for k, v in (doc.get("latency_ms") or {}).items()},
-                   Drift.from_json(doc["drift"]) if doc.get("drift") else None)
+                   Drift.from_json(doc["drift"]) if doc.get("drift") else None, doc.get("localisation"))
 
 
 @dataclass(frozen=True)

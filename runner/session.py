@@ -48,6 +48,8 @@ class SessionConfig:
     cache_dir: Optional[Path] = None             # default $MNN_PARITY_CACHE_DIR, else <root>/.cache
     fail_on: frozenset[str] = DEFAULT_FAIL_ON    # drift classes that fail the run
     junit: Optional[Path] = None
+    localise: str = "fail"                       # never | fail | always: name the first divergent op
+    cases: Optional[frozenset[str]] = None       # only these cases (the `localise` command)
 
     @property
     def goldens(self) -> Path:
@@ -208,7 +210,8 @@ class Session:
 
         options = RunOptions(mnn_python=env.python, mnn_version=env.version, cache_dir=self.config.cache,
                              backends=self.config.backends, models=self.config.models,
-                             jobs=self.config.jobs or os.cpu_count() or 1)
+                             jobs=self.config.jobs or os.cpu_count() or 1, cases=self.config.cases,
+                             localise=self.config.localise, report_dir=self.config.reports)
         info = environment(options)
         items = plan(suite, options, info)
         self.events.suite_started(suite, env.version, _case_count(items))
@@ -286,7 +289,8 @@ def _case_count(items) -> int:
     total = 0
     for item in items:
         try:
-            cases = len(list_cases(item.model, item.suite.root)) or 1
+            cases = len([c for c in list_cases(item.model, item.suite.root)
+                         if item.options.cases is None or c.name in item.options.cases]) or 1
         except Exception:   # the run itself reports why; a progress bar must not
             cases = 1
         total += cases * len(item.backends)

@@ -15,6 +15,7 @@ import numpy as np
 from mnn_parity.comparison import compare_output, judge_case
 from mnn_parity.conversion.mnnconvert import Conversion, ConverterEnv, convert
 from mnn_parity.engines.host import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
+from mnn_parity.execution import localise_step
 from mnn_parity.execution.plan import WorkItem, now
 from mnn_parity.hashing import array_sha256
 from mnn_parity.inputs.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
@@ -64,7 +65,7 @@ class ModelWork:
               failure_class: Optional[FailureClass] = None, **extra) -> CaseRun:
         result = CaseResult(self.suite.name, self.model.name, case, backend.name, verdict, failure_class, reason,
                             outputs=tuple(extra.pop("outputs", ())), warnings=tuple(extra.pop("warnings", ())),
-                            latency_ms=extra.pop("latency_ms", {}))
+                            latency_ms=extra.pop("latency_ms", {}), localisation=extra.pop("localisation", None))
         result = result.expecting(self.model.expects_failure_on(backend.name))
         run = CaseRun(result, **extra)
         self.runs.append(run)
@@ -93,7 +94,8 @@ class ModelWork:
     def run(self) -> ModelOutcome:
         if not self.backends:
             return self._outcome()
-        cases = list_cases(self.model, self.suite.root)
+        cases = [c for c in list_cases(self.model, self.suite.root)
+                 if self.options.cases is None or c.name in self.options.cases]
         try:
             constants = constant_feeds(self.model)
         except PreprocessError as error:
@@ -199,11 +201,16 @@ class ModelWork:
             failure_class, reason = judge_case(comparisons)
             verdict = Verdict.PASS if failure_class is None else Verdict.FAIL
             latency = {k: v for k, v in (("reference", ref_latency), ("mnn", mnn_latency)) if v is not None}
+            located = None
+            if localise_step.wanted(self.options.localise, verdict, self.model.expects_failure_on(backend.name)):
+                self.phase(f"localising {case.name} on {backend.name}")
+                located = localise_step.localise_case(self.item, case.name, backend, conversion, feeds, comparisons)
             case_provenance = {**provenance, "runtime": backend.runtime,
                                "input_sha256": {k: array_sha256(v) for k, v in feeds.items()}}
             self._emit(case.name, backend, verdict, reason, failure_class, outputs=comparisons,
                        warnings=input_warnings(feeds, self.model), latency_ms=latency,
-                       ref_outputs=ref_outputs, mnn_outputs=mnn_outputs, provenance=case_provenance)
+                       ref_outputs=ref_outputs, mnn_outputs=mnn_outputs, provenance=case_provenance,
+                       localisation=located)
         if worker:
             self.workers.give_back(worker)
 

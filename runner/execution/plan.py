@@ -20,6 +20,9 @@ class RunOptions:
     backends: Optional[frozenset[str]] = None     # None: every backend of the suite
     models: Optional[frozenset[str]] = None
     jobs: int = 1
+    cases: Optional[frozenset[str]] = None        # None: every case of each model
+    localise: str = "never"                       # never | fail | always (execution/localise_step.py)
+    report_dir: Optional[Path] = None             # where reproducers of localised cases go
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,35 @@ def case_details(r: CaseResult) -> list[str]:
         lines += [text(drift_sentence(r.drift)), ""]
         if r.drift.outputs:
             lines += [outputs_table(r.drift.outputs), ""]
+    if r.localisation:
+        lines += localisation_lines(r.localisation)
     lines += ["</details>", ""]
+    return lines
+
+
+def _number(x) -> str:
+    return "–" if x is None else f"{float(x):.2e}"
+
+
+def localisation_lines(found) -> list[str]:
+    """Where MNN first goes wrong, then the worst trusted tensors in graph order (the per-layer profile)."""
+    if found.get("status") == "blamed":
+        head = (f"**First divergent op:** `{text(found['node'])}` ({text(found['op_type'])}), tensor "
+                f"`{text(found['tensor'])}`: max rel {_number(found.get('rel'))}, cosine "
+                f"{_number(found.get('cosine'))} against {_number(found.get('inherited_error'))} (1−cos) inherited "
+                f"from its inputs; segment {text(', '.join(found.get('segment') or []))}; verified alone: "
+                f"{found.get('verified')}")
+    else:
+        head = f"**Localisation:** {text(found.get('status', '?'))}"
+    lines = [head, ""]
+    if found.get("kind") or found.get("suggestion"):
+        lines += [f"Diagnosis: **{text(found.get('kind') or '–')}** — {text(found.get('suggestion') or '')}", ""]
+    if found.get("repro"):
+        lines += [f"Reproducer (model, inputs, failing manifest, ISSUE.md): `{text(found['repro'])}`", ""]
+    profile = found.get("profile") or []
+    if profile:
+        rows = [[text(str(t)), str(i), _number(e), _number(r)] for t, i, e, r in profile[:10]]
+        lines += [md_table(["tensor", "op order", "1−cos", "max rel"], rows), ""]
     return lines
 
 
