@@ -13,19 +13,10 @@ from mnn_parity.execution.plan import RunOptions, plan
 from mnn_parity.manifest import load_suite
 from mnn_parity.records import Verdict
 from tests import onnx_models
+from tests.repos import one_model_manifest
 
-MANIFEST = """\
-suite: ex
-backends:
-  a: {engine: mnn}
-  b: {engine: mnn, precision: low}
-latency: {warmup: 0, repeat: 0}
-models:
-  - name: conv
-    onnx: models/conv.onnx
-    inputs:
-      x: {files: inputs/*.npy, preprocess: [{load: {}}]}
-"""
+MANIFEST = one_model_manifest("ex", "conv", "backends:\n  a: {engine: mnn}\n  b: {engine: mnn, precision: low}\n"
+                                           "latency: {warmup: 0, repeat: 0}")
 
 
 def suite_in(tmp_path: Path):

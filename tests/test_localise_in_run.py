@@ -5,34 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mnn_parity.cli import main
 from tests import localisation_models as models
-
-MANIFEST = """\
-suite: loc
-latency: {warmup: 0, repeat: 0}
-models:
-  - name: chain
-    onnx: models/chain.onnx
-    inputs:
-      x: {files: inputs/*.npy, preprocess: [{load: {}}]}
-"""
-
+from tests.repos import make_repo, one_model_manifest
 
 @pytest.fixture()
 def repo(tmp_path: Path, monkeypatch) -> Path:
-    models.round_chain(tmp_path / "models/chain.onnx")
-    (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs/halves.npy", models.halves((1, 4, 4, 4)))
-    (tmp_path / "suites").mkdir()
-    (tmp_path / "suites/loc.yaml").write_text(MANIFEST)
-    monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
-    monkeypatch.setenv("MNN_PARITY_CACHE_DIR", str(tmp_path / ".cache"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return make_repo(tmp_path, monkeypatch, {"loc": one_model_manifest("loc", "chain")}, models.round_chain, "chain",
+                     {"halves": models.halves((1, 4, 4, 4))})
 
 
 @pytest.mark.slow

@@ -16,29 +16,12 @@ import pytest
 from mnn_parity.cli import fail_on, main
 from mnn_parity.session import DEFAULT_FAIL_ON, Events, Session, SessionConfig
 from tests import onnx_models
-
-GOOD = """\
-suite: good
-latency: {warmup: 0, repeat: 1}
-models:
-  - name: conv
-    onnx: models/conv.onnx
-    inputs:
-      x: {files: inputs/*.npy, preprocess: [{load: {}}]}
-"""
-
+from tests.repos import make_repo, one_model_manifest
 
 @pytest.fixture()
 def repo(tmp_path: Path, monkeypatch) -> Path:
-    onnx_models.conv_relu(tmp_path / "models/conv.onnx")
-    (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs/a.npy", np.random.RandomState(1).rand(1, 3, 8, 8).astype(np.float32))
-    (tmp_path / "suites").mkdir()
-    (tmp_path / "suites/good.yaml").write_text(GOOD)
-    monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
-    monkeypatch.setenv("MNN_PARITY_CACHE_DIR", str(tmp_path / ".cache"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return make_repo(tmp_path, monkeypatch, {"good": one_model_manifest("good", "conv", "latency: {warmup: 0, repeat: 1}")},
+                     onnx_models.conv_relu, "conv", {"a": np.random.RandomState(1).rand(1, 3, 8, 8).astype(np.float32)})
 
 
 def test_one_bad_manifest_does_not_stop_the_good_suite(repo: Path, capsys):
@@ -89,18 +72,6 @@ def test_the_session_reports_cases_as_they_finish_and_returns_the_records(repo: 
     assert {p.name for p in outcome.report_paths} == {"good.md", "good.json", "good.html"}
 
 
-SLOW_MANIFEST = """\
-suite: slow
-limits: {timeout_s: 600}
-latency: {warmup: 0, repeat: 0}
-models:
-  - name: chain
-    onnx: models/chain.onnx
-    inputs:
-      x: {files: inputs/*.npy, preprocess: [{load: {}}]}
-"""
-
-
 @pytest.mark.slow
 def test_ctrl_c_stops_children_within_seconds_and_writes_a_partial_report(tmp_path: Path):
     from onnx import TensorProto, helper, numpy_helper
@@ -119,7 +90,8 @@ def test_ctrl_c_stops_children_within_seconds_and_writes_a_partial_report(tmp_pa
     for i in range(3):
         np.save(tmp_path / f"inputs/c{i}.npy", np.ones((size, size), np.float32))
     (tmp_path / "suites").mkdir()
-    (tmp_path / "suites/slow.yaml").write_text(SLOW_MANIFEST)
+    (tmp_path / "suites/slow.yaml").write_text(one_model_manifest("slow", "chain", "limits: {timeout_s: 600}\n"
+                                                                  "latency: {warmup: 0, repeat: 0}"))
     env = {**os.environ, "MNN_PARITY_ROOT": str(tmp_path), "MNN_PARITY_CACHE_DIR": str(tmp_path / ".cache")}
     proc = subprocess.Popen([sys.executable, "-m", "mnn_parity.cli", "run"], cwd=tmp_path, env=env,
                             stderr=subprocess.PIPE, text=True)
