@@ -247,6 +247,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     global _ROOT_OVERRIDE
     args = build_parser().parse_args(argv)
     paths = getattr(args, "paths", None) or []
+    _ROOT_OVERRIDE = None   # an earlier call's root must not decide this one's
     _ROOT_OVERRIDE = Path(args.root).resolve() if args.root else (
         repo_root(Path(paths[0])) if paths and not os.environ.get("MNN_PARITY_ROOT") else None)
     handler = {"validate": cmd_validate, "run": cmd_run, "localise": cmd_localise, "bless": cmd_bless, "new": cmd_new, "init": cmd_init,

@@ -121,7 +121,7 @@ class Session:
         if gate or not suites:
             return SessionResult(problems=tuple(problems + gate), exit_status=EXIT_SETUP if problems or gate
                                  else EXIT_OK)
-        executed, env_problem, interrupted = self._execute_all(suites)
+        executed, env_problem, interrupted = self._execute_all(suites, write_reports)
         if env_problem:
             return SessionResult(problems=tuple(problems + [env_problem]), exit_status=EXIT_SETUP)
         outcomes = [self._conclude(run, interrupted, write_reports) for run in executed]
@@ -187,7 +187,7 @@ class Session:
                     f"(repository root {self.config.root})"]
         return []
 
-    def _execute_all(self, suites: list[Suite]) -> tuple[list[_Executed], str, bool]:
+    def _execute_all(self, suites: list[Suite], write: bool = True) -> tuple[list[_Executed], str, bool]:
         from mnn_parity.conversion.mnn_env import MnnEnvError, ensure_env
         from mnn_parity.execution.executors import Interrupted
 
@@ -198,20 +198,21 @@ class Session:
         executed = []
         for suite in suites:
             try:
-                executed.append(self._execute(suite, env))
+                executed.append(self._execute(suite, env, write))
             except Interrupted as stop:
                 executed.append(stop.partial)
                 return executed, "", True
         return executed, "", False
 
-    def _execute(self, suite: Suite, env) -> _Executed:
+    def _execute(self, suite: Suite, env, write: bool = True) -> _Executed:
         from mnn_parity.execution.executors import Interrupted, ThreadExecutor
         from mnn_parity.execution.plan import RunOptions, environment, now, plan
 
         options = RunOptions(mnn_python=env.python, mnn_version=env.version, cache_dir=self.config.cache,
                              backends=self.config.backends, models=self.config.models,
                              jobs=self.config.jobs or os.cpu_count() or 1, cases=self.config.cases,
-                             localise=self.config.localise, report_dir=self.config.reports)
+                             localise=self.config.localise,
+                             report_dir=self.config.reports if write else None)   # no reports, no reproducers
         info = environment(options)
         items = plan(suite, options, info)
         self.events.suite_started(suite, env.version, _case_count(items))

@@ -5,7 +5,7 @@ import base64
 import io
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import pytest
@@ -125,17 +125,12 @@ def test_html_without_matplotlib_still_renders_the_tables(monkeypatch):
     assert "Failures (5)</h2>" in page
 
 
-@dataclass(frozen=True)
-class _Localised(CaseResult):
-    localisation: object = None
-
-
 def test_per_layer_profile_renders_only_for_cases_that_carry_localisation():
     assert 'id="layers"' not in render_html(mixed())
     found = {"status": "blamed", "node": "Conv_7", "op_type": "Conv", "tensor": "conv2", "verified": "yes",
              "profile": [["conv1", 3, 1e-12, 1e-7], ["conv2", 7, 1e-4, 3e-3], ["sigmoid", 9, None, None]]}
     base = case("det", "page", Verdict.FAIL, [bad_output()])
-    localised = _Localised(**{f: getattr(base, f) for f in base.__dataclass_fields__}, localisation=found)
+    localised = replace(base, localisation=found)
     page = render_html(summary([localised, case("det", "text", Verdict.PASS)]))
     section = page[page.index('id="layers"'):]
     assert "Per-layer error</h2>" in section and "det/page [cpu-fp32]" in section

@@ -306,6 +306,7 @@ def test_an_onnxruntime_worker_writes_nothing_outside_its_scratch(tmp_path: Path
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home/.cache"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "parent-tmp"))
+    monkeypatch.delenv("CI", raising=False)     # ONNX Runtime's telemetry stays quiet under CI=true: make it write
     model = onnx_models.conv_relu(tmp_path / "conv.onnx")
     with EngineProcess(EngineSpec("onnxruntime", model, (), ("y",))) as engine:
         engine.infer({"x": np.ones((1, 3, 8, 8), np.float32)})

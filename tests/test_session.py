@@ -105,3 +105,19 @@ def test_ctrl_c_stops_children_within_seconds_and_writes_a_partial_report(tmp_pa
     assert "partial" in report["environment"]["interrupted"]
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / ".cache")], capture_output=True, text=True).stdout
     assert not leftover.strip()
+
+
+def test_each_command_finds_its_own_root_not_the_previous_ones(tmp_path: Path, monkeypatch):
+    """Two repositories in one process (a test run, a notebook): the root comes from each manifest named."""
+    monkeypatch.delenv("MNN_PARITY_ROOT", raising=False)
+    for name, model in (("one", "conv"), ("two", "other")):     # different files: the wrong root cannot pass
+        repo = tmp_path / name
+        (repo / ".git").mkdir(parents=True)
+        onnx_models.conv_relu(repo / f"models/{model}.onnx")
+        (repo / "inputs").mkdir()
+        np.save(repo / "inputs/a.npy", np.zeros((1, 3, 8, 8), np.float32) + 0.5)
+        (repo / "suites").mkdir()
+        (repo / "suites/s.yaml").write_text(one_model_manifest(name, model))
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(tmp_path / "one/suites/s.yaml")]) == 0
+    assert main(["validate", str(tmp_path / "two/suites/s.yaml")]) == 0
