@@ -186,6 +186,7 @@ def _add_remote(root: Path, store: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_restore_pulls_from_a_configured_remote_before_rebuilding(restored, tmp_path):
     root, _, _ = restored
     store = tmp_path / "store"
@@ -204,6 +205,7 @@ def test_restore_pulls_from_a_configured_remote_before_rebuilding(restored, tmp_
     assert data.verify(clone) == [] and _dvc_status(clone) == {}
 
 
+@pytest.mark.slow
 def test_restore_falls_back_to_a_rebuild_when_the_remote_is_empty(restored, tmp_path):
     root, _, _ = restored
     clone = _new_checkout(tmp_path / "clone")

@@ -14,6 +14,9 @@ import pytest
 from mnn_parity.cli import main
 from tests import onnx_models
 
+# Several real conversions and runs per test, and an --mnn environment: the slow tier.
+pytestmark = pytest.mark.slow
+
 MANIFEST = """\
 suite: drift
 backends:

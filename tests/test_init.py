@@ -14,7 +14,9 @@ from mnn_parity.cli import main
 from mnn_parity.repo_init import EXAMPLE, MARKER, InitError, init_repository
 from tests import onnx_models
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is needed for the repositories here")
+# Each test runs git and DVC for real (about a second each): the slow tier.
+pytestmark = [pytest.mark.skipif(shutil.which("git") is None, reason="git is needed for the repositories here"),
+              pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)
