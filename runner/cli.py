@@ -15,26 +15,6 @@ EXIT_OK, EXIT_SETUP, EXIT_INTERRUPTED = 0, 2, 130
 DRIFT_CLASSES = ("regressed", "changed", "drifted", "new", "stale")
 
 
-MARKERS = (".git", ".mnn-parity")    # `mnn-parity init` writes the second where there is no git repository
-_ROOT_OVERRIDE: Optional[Path] = None
-
-
-def repo_root(start: Optional[Path] = None) -> Path:
-    """The repository every manifest path is relative to: `--root`, else $MNN_PARITY_ROOT, else the nearest folder
-    holding .git or .mnn-parity above the first manifest named (or the working directory)."""
-    if _ROOT_OVERRIDE is not None:
-        return _ROOT_OVERRIDE
-    env = os.environ.get("MNN_PARITY_ROOT")
-    if env:
-        return Path(env).resolve()
-    here = (start or Path.cwd()).resolve()
-    here = here if here.is_dir() else here.parent
-    for candidate in (here, *here.parents):
-        if any((candidate / marker).exists() for marker in MARKERS):
-            return candidate
-    return Path.cwd().resolve()
-
-
 def say(message: str = "") -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -56,7 +36,7 @@ def session_for(args):
         return Path(value).resolve() if value else None
 
     config = SessionConfig(
-        root=repo_root(), mnn=getattr(args, "mnn", None), jobs=getattr(args, "jobs", 0) or 0,
+        root=args.root_dir, mnn=getattr(args, "mnn", None), jobs=getattr(args, "jobs", 0) or 0,
         backends=frozenset(args.backend) if getattr(args, "backend", None) else None,
         models=frozenset(args.model) if getattr(args, "model", None) else None,
         goldens_dir=path(getattr(args, "goldens", None)), report_dir=path(getattr(args, "report_dir", None)),
@@ -69,7 +49,7 @@ def session_for(args):
 
 
 def _paths(args) -> list[Path]:
-    return [Path(p).resolve() for p in args.paths] or [repo_root() / "suites"]
+    return [Path(p).resolve() for p in args.paths] or [args.root_dir / "suites"]
 
 
 def _finish(result) -> int:
@@ -144,7 +124,7 @@ def cmd_new(args) -> int:
     from mnn_parity.scaffold import ScaffoldError, write_manifest
 
     try:
-        path = write_manifest(Path(args.model), Path(args.output) if args.output else None, repo_root(),
+        path = write_manifest(Path(args.model), Path(args.output) if args.output else None, args.root_dir,
                               force=args.force)
     except ScaffoldError as error:
         say(str(error))
@@ -169,7 +149,7 @@ def cmd_data(args) -> int:
     from mnn_parity.bundled import restore as data
     from mnn_parity.repo_init import pins_bundled_data
 
-    root = repo_root()
+    root = args.root_dir
     if args.action == "restore" and not pins_bundled_data(root):
         # A team's repository: its data/ (if any) is its own, and rebuilding mnn-parity's set there would clobber it.
         say(f"data restore: nothing to do in {root}: it only restores mnn-parity's own bundled data set (data/, "
@@ -244,12 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    global _ROOT_OVERRIDE
+    from mnn_parity.rootdir import find_root
+
     args = build_parser().parse_args(argv)
     paths = getattr(args, "paths", None) or []
-    _ROOT_OVERRIDE = None   # an earlier call's root must not decide this one's
-    _ROOT_OVERRIDE = Path(args.root).resolve() if args.root else (
-        repo_root(Path(paths[0])) if paths and not os.environ.get("MNN_PARITY_ROOT") else None)
+    args.root_dir = find_root(Path(paths[0]) if paths else None, args.root)
     handler = {"validate": cmd_validate, "run": cmd_run, "localise": cmd_localise, "bless": cmd_bless, "new": cmd_new, "init": cmd_init,
                "data": cmd_data}
     try:

@@ -35,7 +35,6 @@ report) and the terminal summary says so.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,20 +109,6 @@ def _under_xdist(config: pytest.Config) -> bool:
     return bool(getattr(config.option, "numprocesses", None)) or is_xdist_worker(config)
 
 
-def repo_root(manifest: Path, option: Optional[Path]) -> Path:
-    """As the command line finds it, except its `--root` (state of a `cli.main` call, not of this run)."""
-    from mnn_parity.cli import MARKERS
-
-    if option:
-        return Path(option).resolve()
-    if os.environ.get("MNN_PARITY_ROOT"):
-        return Path(os.environ["MNN_PARITY_ROOT"]).resolve()
-    for folder in Path(manifest).resolve().parents:
-        if any((folder / marker).exists() for marker in MARKERS):
-            return folder
-    return Path.cwd().resolve()
-
-
 @dataclass(frozen=True)
 class ModelRun:
     """One model's run, as each of its items needs it."""
@@ -159,7 +144,9 @@ class ParityState:
         return self.path_option("report_dir")
 
     def root(self, manifest: Path) -> Path:
-        return repo_root(manifest, self.path_option("root"))
+        from mnn_parity.rootdir import find_root
+
+        return find_root(manifest, self.path_option("root"))
 
     def claim(self, suite: str, path: Path) -> Optional[Path]:
         """The manifest that already uses this suite name, if another does: their goldens would collide."""

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from mnn_parity.bundled.dvc import DVC_FILE, dvc_cli
 from mnn_parity.bundled.sources import DATA_DIR, expected_tree, load_sources
+from mnn_parity.rootdir import MARKER
 
-MARKER = ".mnn-parity"      # cli.MARKERS: where no .git marks the repository root, this does
 EXAMPLE = Path("suites") / "example.yaml.sample"
 GOLDENS = "goldens"          # session.SessionConfig.goldens: where a bless writes, tracked by goldens.dvc
 

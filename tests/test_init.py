@@ -12,6 +12,7 @@ import pytest
 from mnn_parity import cli
 from mnn_parity.cli import main
 from mnn_parity.repo_init import EXAMPLE, MARKER, InitError, init_repository
+from mnn_parity.rootdir import find_root
 from tests import onnx_models
 
 # Each test runs git and DVC for real (about a second each): the slow tier.
@@ -81,7 +82,7 @@ def test_without_git_dvc_runs_without_scm_and_a_marker_finds_the_root(tmp_path, 
     assert "no_scm = True" in _dvc_config(root)
     assert (root / MARKER).is_file()
     (root / "suites/deeper").mkdir(parents=True)
-    assert cli.repo_root(root / "suites/deeper") == root.resolve()
+    assert find_root(root / "suites/deeper") == root.resolve()
     assert "commit what init wrote" not in capsys.readouterr().err
 
 
@@ -92,7 +93,7 @@ def test_inside_a_larger_git_repository_dvc_gets_a_subdir_and_the_folder_a_marke
     assert result.scm == "subdir"
     assert (root / ".dvc/config").is_file() and not (outer / ".dvc").exists()
     assert (root / MARKER).is_file()
-    assert cli.repo_root(root / "suites") == root.resolve()   # not the git root above it
+    assert find_root(root / "suites") == root.resolve()   # not the git root above it
 
 
 def test_existing_dvc_set_up_and_example_are_kept_and_analytics_switched_off(tmp_path):

@@ -15,7 +15,8 @@ from mnn_parity.cli import main
 from mnn_parity.goldens.serialization import read_npz, write_npz
 from mnn_parity.manifest.tolerance import Tolerance
 from mnn_parity.pytest_items import judge
-from mnn_parity.pytest_plugin import ModelRun, is_manifest, repo_root
+from mnn_parity.pytest_plugin import ModelRun, is_manifest
+from mnn_parity.rootdir import find_root
 from mnn_parity.records import CaseResult, Drift, DriftClass, OutputComparison, Verdict
 from tests import onnx_models
 
@@ -289,7 +290,7 @@ def test_the_root_is_the_option_then_the_environment_then_the_nearest_marker(tmp
     (tmp_path / "repo/.git").mkdir()
     manifest = tmp_path / "repo/suites/a.yaml"
     monkeypatch.delenv("MNN_PARITY_ROOT", raising=False)
-    assert repo_root(manifest, None) == (tmp_path / "repo").resolve()
+    assert find_root(manifest, None) == (tmp_path / "repo").resolve()
     monkeypatch.setenv("MNN_PARITY_ROOT", str(tmp_path))
-    assert repo_root(manifest, None) == tmp_path.resolve()
-    assert repo_root(manifest, tmp_path / "repo/suites") == (tmp_path / "repo/suites").resolve()
+    assert find_root(manifest, None) == tmp_path.resolve()
+    assert find_root(manifest, tmp_path / "repo/suites") == (tmp_path / "repo/suites").resolve()
