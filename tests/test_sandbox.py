@@ -356,12 +356,13 @@ def test_a_conversion_and_both_engines_under_strace_make_no_connect_call(tmp_pat
     script.write_text(STRACED)
     trace = tmp_path / "trace.txt"
     root = Path(sandbox.__file__).resolve().parent.parent
-    done = subprocess.run(["/usr/bin/strace", "-f", "-qq", "-e", "trace=connect,socket,execve", "-o", str(trace),
+    done = subprocess.run(["/usr/bin/strace", "-f", "-qq", "-s", "4096", "-e", "trace=connect,socket,execve", "-o", str(trace),
                            sys.executable, str(script), str(root), str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "DONE" in done.stdout, done.stderr[-2000:]
     lines = trace.read_text().splitlines()
-    # Three children ran behind the sandbox (converter, ONNX Runtime worker, MNN worker) and were traced.
+    # Three children ran behind the sandbox (converter, ONNX Runtime worker, MNN worker) and were traced;
+    # `-s 4096` above keeps strace from cutting a long checkout path short of "sandbox.py".
     assert sum(1 for line in lines if "execve(" in line and "sandbox.py" in line) == 3
     assert [line for line in lines if "connect(" in line] == []
     assert all("EACCES" in line for line in lines if "socket(" in line)
