@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/localise.py [--model ppocr-det|ppocr-det-fp16|...|tiny] [--case 0] [--chunk 40]
 
-Converts the model first (cached in a temporary folder), then localises one case in a fresh process, so that
-process's peak RSS (RUSAGE_SELF) and its largest child's (RUSAGE_CHILDREN: the ONNX Runtime and MNN children,
-and the converter of each verification trial) are the localisation's own. Inputs are the bundled suite's real
-cases, preprocessed as a run does. BENCH_FULL=1 prints the whole result too.
+Converts the model first (cached in a temporary folder), times the case's plain run (a fresh ONNX Runtime and a
+fresh MNN worker each loading the model and running the case once, as a run does), then localises the case in a
+fresh process, so that process's peak RSS (RUSAGE_SELF) and its largest child's (RUSAGE_CHILDREN: the ONNX
+Runtime and MNN children, and the converter of each verification trial) are the localisation's own. Prints the
+time ratio beside its goal (about 3x the plain run, verification included) and the peak memory beside its goal
+(under 2 GB). Inputs are the bundled suite's real cases, preprocessed as a run does. BENCH_FULL=1 prints the
+whole result too.
 """
 from __future__ import annotations
 
@@ -59,6 +62,21 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path, dic
     return onnx_path, conversion.mnn_model, work / "feeds.npz", flags
 
 
+def plain_run(onnx_path: Path, mnn_path: Path, feeds: dict) -> float:
+    """Seconds for the case as a run computes it: both engines started, loaded, and run once."""
+    import onnx
+
+    from mnn_parity.engines.host import EngineProcess, EngineSpec
+
+    outputs = tuple(o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output)
+    start = time.perf_counter()
+    for spec in (EngineSpec("onnxruntime", onnx_path, (), outputs),
+                 EngineSpec("mnn", mnn_path, tuple(feeds), outputs)):
+        with EngineProcess(spec) as engine:
+            engine.infer(feeds)
+    return time.perf_counter() - start
+
+
 def inner(onnx_path: str, mnn_path: str, feeds_path: str, work: str, chunk: int, flags: dict) -> None:
     from mnn_parity.localisation import Case, localise
     from mnn_parity.localisation.result import LocaliseOptions
@@ -93,13 +111,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mnn-parity-bench-localise-") as folder:
         work = Path(folder)
         onnx_path, mnn_path, feeds, flags = prepare(args, work)
+        with np.load(feeds) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        plain = plain_run(onnx_path, mnn_path, arrays)
         report = subprocess.run([sys.executable, __file__, "--inner", str(onnx_path), str(mnn_path), str(feeds),
                                  str(work), str(args.chunk), json.dumps(flags)],
                                 capture_output=True, text=True, check=False)
         line = report.stdout.strip().splitlines()[-1] if report.stdout.strip() else report.stderr[-2000:]
         if os.environ.get("BENCH_FULL"):
             print(report.stderr[-6000:])
-        print(f"model={args.model} case={args.case} chunk={args.chunk}: {line}")
+        shapes = {k: list(v.shape) for k, v in arrays.items()}
+        print(f"model={args.model} case={args.case} chunk={args.chunk} inputs={shapes}: {line}")
+        try:
+            found = json.loads(line)
+        except ValueError:
+            return
+        peak = max(found["parent_peak_mb"], found["child_peak_mb"])
+        print(f"plain run {plain:.2f} s; localisation {found['seconds']:.2f} s = {found['seconds'] / plain:.1f}x "
+              f"(goal: about 3x plus verification); peak RSS {peak} MB (goal: < 2048 MB)")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,18 @@ def test_per_layer_profile_renders_only_for_cases_that_carry_localisation():
     assert "First divergent op: Conv_7 (Conv), tensor conv2, verified: yes." in section
     assert section.count("<img") == 1 and "<td>conv2</td><td>7</td><td>1.00e-04</td><td>3.00e-03</td>" in section
     assert 'href="#layers"' in page
+    assert "The dashed line marks the blamed tensor conv2 (position 7)." in section
+
+
+def test_the_layer_plot_marks_the_blamed_tensor_only_when_it_was_profiled():
+    from mnn_parity.reports.plots import blamed_position, layer_plot
+
+    rows = [("conv1", 3, 1e-12, 1e-7), ("conv2", 7, 1e-4, 3e-3), ("sigmoid", 9, None, None)]
+    assert blamed_position(rows, "conv2") == 7 and blamed_position(rows, "sigmoid") == 9
+    assert blamed_position(rows, "elsewhere") is None and blamed_position(rows, None) is None
+    marked, plain = layer_plot("det/page", rows, "conv2"), layer_plot("det/page", rows, "elsewhere")
+    assert "blamed tensor conv2 (position 7)" in marked.caption and "blamed" not in plain.caption
+    assert marked.png != plain.png and marked.png.startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize("results", [[], [case("m", "a", Verdict.CRASH)]])

@@ -110,9 +110,19 @@ def by_budget(names: list, sizes: dict, most: int, budget_mb: float) -> list:
 
 def save_reference(store: str, position: int, value) -> dict:
     np.save(os.path.join(store, f"{position}.npy"), value)
-    finite = value[np.isfinite(value)] if value.dtype.kind == "f" else value
     return {"file": f"{position}.npy", "shape": list(value.shape), "dtype": str(value.dtype),
-            "maxabs": float(np.max(np.abs(finite))) if finite.size else 0.0}
+            "maxabs": max_abs(value)}
+
+
+def max_abs(value) -> float:
+    """The largest finite magnitude, without copying a tensor that is finite throughout (the usual case)."""
+    if value.size == 0 or value.dtype.kind not in "fiub":
+        return 0.0
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        value = value[np.isfinite(value)]
+        if value.size == 0:
+            return 0.0
+    return float(max(abs(float(value.max())), abs(float(value.min()))))
 
 
 def mnn_graph(F, model: str) -> dict:
@@ -157,6 +167,8 @@ def mnn_session(request: dict):
             made.append(var)
         return made
 
+    held: list = []
+
     def forward(outputs: list) -> dict:
         module = nn.load_module_from_file(request["model"], order, outputs, runtime_manager=manager,
                                           shape_mutable=True, rearrange=False)
@@ -164,11 +176,13 @@ def mnn_session(request: dict):
         results = results if isinstance(results, (list, tuple)) else [results]
         if len(results) < len(outputs):
             raise RuntimeError(f"MNN's forward produced {len(results)} of {len(outputs)} outputs")
-        got = {}
+        got, held[:] = {}, []
         for name, var in zip(outputs, results):
             if var.data_format == F.NC4HW4:
                 var = F.convert(var, F.NCHW)
-            got[name] = np.array(var.read(), copy=True)
+            # read() views MNN's buffer: hold the variable until the next forward instead of copying 1 GB
+            held.append(var)
+            got[name] = var.read()
         return got
 
     return F, forward

@@ -221,12 +221,10 @@ def _expected(s: RunSummary) -> list[str]:
 
 
 def localisation(r: CaseResult) -> Optional[object]:
-    """The hook for a per-layer error profile: what `mnn-parity localise` found for a case, or None (every case
-    today: records carry no localisation yet).
+    """What localisation found for a case (its `localisation` JSON), or None when it was not localised.
 
-    When a case carries a `localisation` attribute — a `mnn_parity.localisation.Localisation` or its JSON — the
-    report's "Per-layer error" section renders its `profile` (rows of tensor, graph position, 1−cos, relative
-    error) and the op it blamed, with no other change here."""
+    The "Per-layer error" section renders its `profile` (rows of tensor, graph position, 1−cos, relative error)
+    and marks the tensor it blamed on the plot."""
     return getattr(r, "localisation", None) or None
 
 
@@ -247,7 +245,7 @@ def layer_profiles(s: RunSummary) -> list[str]:
         blamed = (f"First divergent op: {doc['node']} ({doc.get('op_type') or '?'}), tensor {doc.get('tensor')}, "
                   f"verified: {doc.get('verified', 'no')}." if doc.get("node") else
                   f"Localisation: {doc.get('status', '?')}.")
-        plot, note = _plotted("layer_plot", ident(r), rows) if rows else (None, "No layer profile recorded.")
+        plot, note = _plotted("layer_plot", ident(r), rows, doc.get("tensor")) if rows else (None, "No layer profile recorded.")
         table = _table(["tensor", "position", ONE_MINUS_COS, "max rel"],
                        [[t, str(i), fmt_e(e), fmt_e(rel)] for t, i, e, rel in rows])
         parts += [f"<h3>{escape(ident(r))}</h3>", _p(blamed), _figure(plot) if plot else _p(note),

@@ -204,20 +204,33 @@ def _figure_legend(fig, axes) -> None:
         fig.legend(list(entries.values()), list(entries), loc="upper right", fontsize=8, frameon=False)
 
 
-def layer_plot(title: str, rows: Sequence[tuple[str, int, Optional[float], Optional[float]]]) -> Plot:
-    """1−cos per intermediate tensor in graph order, for the per-layer error profile of a localised case."""
+def layer_plot(title: str, rows: Sequence[tuple[str, int, Optional[float], Optional[float]]],
+               blamed: Optional[str] = None) -> Plot:
+    """1−cos per intermediate tensor in graph order, for the per-layer error profile of a localised case; the
+    blamed tensor, when it is among the rows, is marked so the jump the blame rests on is seen at once."""
     fig = _figure(10, 3.2, right=0.3)
     ax = fig.subplots()
     drawn = [(i, float(e)) for _, i, e, _ in rows if e is not None and finite(e)]
     floor = min([e for _, e in drawn if e > 0] or [1e-12]) / 10
     ax.plot([i for i, _ in drawn], [e if e > 0 else floor for _, e in drawn], marker="o", markersize=3,
             color=COLOURS["fail"])
+    mark = blamed_position(rows, blamed)
+    caption = f"{title}: {ONE_MINUS_COS} of each intermediate tensor MNN kept unchanged, in graph order."
+    if mark is not None:
+        ax.axvline(mark, color=COLOURS["xfail"], linestyle="--", linewidth=1.2, label=f"blamed: {blamed}")
+        ax.legend(loc="upper left", fontsize="small", frameon=False)
+        caption += f" The dashed line marks the blamed tensor {blamed} (position {mark})."
     ax.set_yscale("log")
     ax.set_xlabel("position in the ONNX graph")
     ax.set_ylabel(ONE_MINUS_COS)
     ax.grid(alpha=0.3)
-    return Plot(title, f"{title}: {ONE_MINUS_COS} of each intermediate tensor MNN kept unchanged, in graph order.",
-                _png(fig))
+    return Plot(title, caption, _png(fig))
+
+
+def blamed_position(rows: Sequence[tuple[str, int, Optional[float], Optional[float]]],
+                    blamed: Optional[str]) -> Optional[int]:
+    """The graph position of the blamed tensor among the profile rows, or None when it is not one of them."""
+    return next((int(i) for t, i, _, _ in rows if blamed is not None and t == blamed), None)
 
 
 def _figure(width: float, height: float, right: float):
