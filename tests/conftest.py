@@ -20,3 +20,14 @@ def shared_mnn_envs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(ENVS_VARIABLE, str(folder))
         yield folder
+
+
+@pytest.fixture(autouse=True)
+def no_converter_children_outlive_a_test():
+    """A run keeps its converter children for the next run in the process (conversion/batch.py); a test must not
+    inherit another test's (they count as running converters, and hold another test's environment)."""
+    yield
+    from mnn_parity.conversion import batch
+
+    if batch._shared is not None:
+        batch._shared.close()

@@ -100,6 +100,23 @@ def test_a_crashed_converter_keeps_its_log_and_quotes_its_tail(tmp_path: Path, m
     assert fixed.ok and not crashed.log_path.exists()      # the crash log goes once the key converts
 
 
+def test_a_crash_keeps_what_the_converter_wrote_through_c_stdio(tmp_path: Path, monkeypatch):
+    """MNN's converter writes through C stdio, which buffers in blocks into a file: a child killed by a signal took
+    its last block with it, and the crash reason named only the signal. Not so with output unbuffered."""
+    crasher = tmp_path / "c_crash.py"
+    crasher.write_text("import ctypes, os, signal\n"
+                       "libc = ctypes.CDLL(None)\n"
+                       "libc.printf(b'Start to Optimize the MNN Net...\\n')\n"
+                       "libc.printf(b'\\t**Tensor shape**: 3, 1, 416, 416, \\n')\n"
+                       "os.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setattr(mnnconvert, "CONVERTER_SCRIPT", crasher)
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)     # the runner's own environment may not set it
+    crashed = convert(onnx_models.conv_relu(tmp_path / "conv.onnx"), ConvertFlags(), ENV, tmp_path / "cache")
+    assert crashed.crash == "killed by SIGSEGV"
+    assert crashed.reason == ("converter crashed: killed by SIGSEGV; its log ends: "
+                              "Start to Optimize the MNN Net... | **Tensor shape**: 3, 1, 416, 416,")
+
+
 def test_kill_all_children_cancels_a_running_conversion_and_spares_engine_workers(tmp_path: Path, monkeypatch):
     from mnn_parity.engines.host import EngineProcess, EngineSpec
 
@@ -246,3 +263,33 @@ def test_a_missing_interpreter_fails_the_conversion_without_remembering_it(tmp_p
     failed = convert(model, ConvertFlags(), ConverterEnv(tmp_path / "no-such-python", "3.6.1"), tmp_path / "cache")
     assert not failed.ok and "could not start" in failed.reason and "no-such-python" in failed.reason
     assert convert(model, ConvertFlags(), ENV, tmp_path / "cache").ok
+
+
+@pytest.mark.parametrize("converter, children", [("persistent", 1), ("fresh", 0)])
+def test_a_run_converts_its_models_in_one_long_lived_child_unless_asked_for_fresh_ones(
+        tmp_path: Path, monkeypatch, converter: str, children: int):
+    import numpy as np
+
+    from mnn_parity.conversion import batch
+    from mnn_parity.session import Session, SessionConfig
+    from tests.repos import make_repo
+
+    models = "".join(f"  - name: conv{size}\n    onnx: models/conv{size}.onnx\n"
+                     "    inputs:\n      x: {files: inputs/*.npy, preprocess: [{load: {}}]}\n" for size in (8, 9, 10))
+    root = make_repo(tmp_path, monkeypatch, {"three": "suite: three\nlatency: {warmup: 0, repeat: 0}\nmodels:\n"
+                                                      + models},
+                     onnx_models.conv_relu, "conv8", {"a": np.ones((1, 3, 8, 8), np.float32)})
+    import onnx
+
+    for size in (9, 10):   # the same network under another doc string: three files, three conversions
+        model = onnx.load(str(root / "models/conv8.onnx"))
+        model.doc_string = f"copy {size}"
+        onnx.save(model, str(root / f"models/conv{size}.onnx"))
+    monkeypatch.setattr(batch, "_shared", None)
+    config = SessionConfig(root=root, jobs=1, localise="never", converter=converter, report_dir=tmp_path / "r")
+    result = Session(config).run([root / "suites/three.yaml"])
+    assert sorted(r.verdict.value for o in result.outcomes for r in o.summary.results) == ["PASS"] * 3
+    started = batch._shared.started if batch._shared is not None else 0
+    assert started == children
+    if batch._shared is not None:
+        batch._shared.close()

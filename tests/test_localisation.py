@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper
 
 from mnn_parity.localisation import Localisation
@@ -11,6 +12,7 @@ from mnn_parity.localisation.blame import Candidate, jump_candidates, segment
 from mnn_parity.localisation.compare import diverges, measure, within
 from mnn_parity.localisation.diagnose import kind_of_blame, layout_of
 from mnn_parity.localisation.graph import OnnxGraph, structurally_trusted
+from mnn_parity.manifest.spec import ConvertFlags, QuantizeSpec
 
 
 def chain_graph() -> OnnxGraph:
@@ -138,3 +140,16 @@ def test_the_cases_own_tolerance_is_judged_as_the_run_judges_it():
     assert within(ref + 5e-5, ref, {"atol": 1e-4, "rtol": 0.0, "cosine_min": 0.9999})
     assert not within(ref + 5e-3, ref, {"atol": 1e-4, "rtol": 0.0, "cosine_min": 0.9999})
     assert within(ref + 5e-3, ref, {"atol": 1e-4, "rtol": 0.0, "cosine_min": 0.9999, "mismatch_max": 1.0})
+
+
+@pytest.mark.parametrize("flags, runtime, hint", [
+    (ConvertFlags(), {"precision": "high"}, "high"),
+    (ConvertFlags(fp16=True), {}, "low"),
+    (ConvertFlags(weight_quant_bits=8), {}, "low"),
+    (ConvertFlags(quantize=QuantizeSpec(method="EMA")), {}, "low"),
+    (ConvertFlags(), {"precision": "low"}, "low"),
+])
+def test_reduced_precision_conversions_are_judged_by_the_low_precision_bound(flags, runtime, hint):
+    from mnn_parity.localisation.locate import effective_hint
+
+    assert effective_hint("high", runtime, flags) == hint

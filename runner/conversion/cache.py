@@ -9,14 +9,16 @@ or a model file gone) is moved aside, under a lock, after checking again that it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
+from mnn_parity.conversion.result import Conversion
 from mnn_parity.fsutil import atomic_write_text, make_staging_dir
 
 META, MODEL, LOG, OWNER = "meta.json", "model.mnn", "convert.log", "owner.json"
@@ -31,6 +33,52 @@ def read_entry(entry: Path) -> Optional[dict]:
     if not isinstance(meta, dict) or (meta.get("ok") and not (entry / MODEL).is_file()):
         return None
     return meta
+
+
+def cached_step(cache_dir: Path, key: str, lookup: Callable[[], Optional[Conversion]],
+                fill: Callable[[Path], tuple[Conversion, bool]]) -> Conversion:
+    """One conversion step, done once per key: `lookup()` reads the entry; `fill(staging)` runs the step into a
+    fresh staging folder and says whether its child crashed. A crash may be the machine's fault (memory, timeout):
+    its log is kept beside the cache for the user, and nothing is remembered."""
+    entry = cache_dir / key
+    found = lookup()
+    if found is not None:
+        return found
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(cache_dir)
+    discard_unusable(cache_dir, entry)
+    staging = new_staging(cache_dir, key)
+    try:
+        result, crashed = fill(staging)
+        crash_log = cache_dir / f"{key}.crash.log"
+        if crashed:
+            atomic_write_text(crash_log, result.log)
+            return dataclasses.replace(result, log_path=crash_log)
+        if install(staging, entry):
+            crash_log.unlink(missing_ok=True)
+            return dataclasses.replace(result, mnn_model=entry / MODEL if result.ok else None,
+                                       log_path=entry / LOG)
+        theirs = lookup()   # another run made the same entry at the same time
+        if theirs is None:
+            return dataclasses.replace(result, ok=False, mnn_model=None,
+                                       reason=f"the conversion cache entry {entry} is unusable")
+        return dataclasses.replace(theirs, cached=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def conversion_from_entry(entry: Path, key: str, onnx_sha: str) -> Optional[Conversion]:
+    """The remembered result of a step, or None when there is no usable entry."""
+    meta = read_entry(entry)
+    if meta is None:
+        return None
+    log_path = entry / LOG
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    if meta.get("ok"):
+        return Conversion(True, entry / MODEL, log, cached=True, key=key,
+                          mnn_sha256=meta.get("mnn_sha256", ""), onnx_sha256=onnx_sha, log_path=log_path)
+    return Conversion(False, None, log, meta.get("reason", ""), tuple(meta.get("unsupported_ops", ())),
+                      cached=True, key=key, onnx_sha256=onnx_sha, log_path=log_path)
 
 
 def new_staging(cache_dir: Path, key: str) -> Path:

@@ -7,17 +7,20 @@ with the same engine configuration reuses a running process.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Union
 
 import numpy as np
 
 from mnn_parity.comparison import compare_output, judge_case
 from mnn_parity.conversion.mnnconvert import Conversion, ConverterEnv, convert
+from mnn_parity.conversion.quantize import quantize
+from mnn_parity.engines.case_runner import DEFAULT_POLICY, Attempt, PooledRunner, unstable_note, wants_rerun
 from mnn_parity.engines.host import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
 from mnn_parity.execution import localise_step
 from mnn_parity.execution.plan import WorkItem, now
 from mnn_parity.hashing import array_sha256
+from mnn_parity.inputs.calibration import calibration_feeds
 from mnn_parity.inputs.cases import Case, build_feeds, constant_feeds, list_cases, shape_problem
 from mnn_parity.inputs.preprocess import PreprocessError, degenerate_reason
 from mnn_parity.manifest.spec import BackendSpec, ModelSpec
@@ -30,6 +33,17 @@ Phase = Callable[[str, str], None]          # (model, what it is doing now), for
 Feeds = dict[str, np.ndarray]
 # A reference result: outputs with latency, or the verdict and reason why there are none.
 Reference = Union[tuple[dict, Optional[float]], tuple[Verdict, str]]
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One attempt of MNN at a case, judged; `unstable` when it replaced a first attempt that was judged otherwise."""
+    attempt: Attempt
+    verdict: Verdict
+    reason: str
+    failure_class: Optional[FailureClass] = None
+    comparisons: tuple[OutputComparison, ...] = ()
+    unstable: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,7 +79,8 @@ class ModelWork:
               failure_class: Optional[FailureClass] = None, **extra) -> CaseRun:
         result = CaseResult(self.suite.name, self.model.name, case, backend.name, verdict, failure_class, reason,
                             outputs=tuple(extra.pop("outputs", ())), warnings=tuple(extra.pop("warnings", ())),
-                            latency_ms=extra.pop("latency_ms", {}), localisation=extra.pop("localisation", None))
+                            latency_ms=extra.pop("latency_ms", {}), localisation=extra.pop("localisation", None),
+                            unstable=extra.pop("unstable", ""), messages=tuple(extra.pop("messages", ())))
         result = result.expecting(self.model.expects_failure_on(backend.name))
         run = CaseRun(result, **extra)
         self.runs.append(run)
@@ -108,11 +123,16 @@ class ModelWork:
             self.setup_errors.append(f"{self.model.name}: " + "; ".join(escapes))
             return self._outcome()
         self.phase("converting")
-        conversion = convert(self.model.onnx, self.model.convert,
-                             ConverterEnv(self.options.mnn_python, self.options.mnn_version),
-                             self.options.cache_dir / "converted", self.suite.limits)
-        if not conversion.ok:
-            self._fail_all([c.name for c in cases], Verdict.ERROR, f"conversion failed: {conversion.reason}")
+        env = ConverterEnv(self.options.mnn_python, self.options.mnn_version)
+        conversion = convert(self.model.onnx, self.model.convert, env, self.options.cache_dir / "converted",
+                             self.suite.limits, tool=converter_tool(self.options.converter))
+        step = "conversion"
+        if conversion.ok and self.model.convert.quantize is not None:
+            self.phase("quantizing")
+            conversion, step = self._quantize(conversion, env), "quantization"
+        if not conversion.ok:   # a converter or quantizer killed by a signal, a timeout, the memory cap: CRASH
+            self._fail_all([c.name for c in cases], Verdict.CRASH if conversion.crashed else Verdict.ERROR,
+                           f"{step} failed: {conversion.reason}")
             return self._outcome()
         onnx_inputs, onnx_outputs = onnx_signature(self.model.onnx)
         output_names = [n for n in onnx_outputs if not (n in self.model.outputs and self.model.outputs[n].skip)]
@@ -125,6 +145,16 @@ class ModelWork:
             self.phase(f"running {backend.name}")
             self._run_backend(backend, conversion, prepared, references, output_names, onnx_inputs, provenance)
         return self._outcome()
+
+    def _quantize(self, fp32: Conversion, env: ConverterEnv) -> Conversion:
+        """MNN's int8 quantizer after the converter, calibrated on tensors made as the cases' feeds are."""
+        try:
+            samples = calibration_feeds(self.model, self.suite.root, onnx_signature(self.model.onnx)[0])
+        except PreprocessError as error:   # bad calibration data, like a bad case: a setup error
+            self.setup_errors.append(f"{self.model.name}: calibration: {error}")
+            return Conversion(False, None, "", f"calibration: {error}", onnx_sha256=fp32.onnx_sha256)
+        return quantize(fp32, self.model.convert.quantize, samples, env, self.options.cache_dir / "quantized",
+                        self.suite.limits)
 
     def _prepare(self, cases: list[Case], constants: dict, onnx_inputs: dict) -> list[tuple[Case, object]]:
         """Each case with its feeds, or with the reason it has none (bad data: a setup error, exit status 2)."""
@@ -148,7 +178,7 @@ class ModelWork:
         of the reference as it is of MNN; a refused input an ERROR."""
         results: dict[str, Reference] = {}
         spec = EngineSpec("onnxruntime", self.model.onnx, (), tuple(output_names),
-                          {k: v for k, v in self.suite.reference.items() if k != "engine"})
+                          {k: v for k, v in self.suite.reference.items() if k != "engine"}, label=self.model.name)
         worker: Optional[EngineProcess] = None
         for case, feeds in prepared:
             if isinstance(feeds, str):
@@ -170,49 +200,64 @@ class ModelWork:
     def _run_backend(self, backend, conversion: Conversion, prepared, references, output_names, onnx_inputs,
                      provenance) -> None:
         spec = EngineSpec("mnn", conversion.mnn_model, tuple(onnx_inputs), tuple(output_names), backend.runtime,
-                          python=self.options.mnn_python)
-        worker: Optional[EngineProcess] = None
-        for case, feeds in prepared:
-            reference = references[case.name]
-            if isinstance(reference[0], Verdict):
-                self._emit(case.name, backend, *reference)
-                continue
-            ref_outputs, ref_latency = reference
-            try:
-                if worker is None or not worker.alive:
-                    worker = self.workers.take(spec)
-                    problem = input_shape_problem(onnx_inputs, worker.input_info)
-                    if problem:
-                        self.workers.give_back(worker)
-                        worker = None
-                        self._emit(case.name, backend, Verdict.ERROR, problem, FailureClass.SHAPE_MISMATCH)
-                        continue
-                mnn_outputs, mnn_latency = worker.infer(feeds, self.model.stream, self.suite.latency.warmup,
-                                                        self.suite.latency.repeat)
-            except EngineCrash as crash:
-                self._emit(case.name, backend, Verdict.CRASH, f"MNN {crash}")
-                worker = None
-                continue
-            except EngineError as error:
-                self._emit(case.name, backend, Verdict.ERROR, f"MNN: {error}")
-                continue
-            comparisons = [self._compare(name, ref_outputs[name], mnn_outputs.get(name), backend.name)
-                           for name in output_names]
-            failure_class, reason = judge_case(comparisons)
-            verdict = Verdict.PASS if failure_class is None else Verdict.FAIL
-            latency = {k: v for k, v in (("reference", ref_latency), ("mnn", mnn_latency)) if v is not None}
-            located = None
-            if localise_step.wanted(self.options.localise, verdict, self.model.expects_failure_on(backend.name)):
-                self.phase(f"localising {case.name} on {backend.name}")
-                located = localise_step.localise_case(self.item, case.name, backend, conversion, feeds, comparisons)
-            case_provenance = {**provenance, "runtime": backend.runtime,
-                               "input_sha256": {k: array_sha256(v) for k, v in feeds.items()}}
-            self._emit(case.name, backend, verdict, reason, failure_class, outputs=comparisons,
-                       warnings=input_warnings(feeds, self.model), latency_ms=latency,
-                       ref_outputs=ref_outputs, mnn_outputs=mnn_outputs, provenance=case_provenance,
-                       localisation=located)
-        if worker:
-            self.workers.give_back(worker)
+                          python=self.options.mnn_python, label=self.model.name)
+        runner = PooledRunner(self.workers, spec, lambda info: input_shape_problem(onnx_inputs, info))
+        rerun = getattr(self.options, "rerun", DEFAULT_POLICY)   # a RunOptions field once the CLI offers it
+        try:
+            for case, feeds in prepared:
+                reference = references[case.name]
+                if isinstance(reference[0], Verdict):
+                    self._emit(case.name, backend, *reference)
+                    continue
+                judged = self._judge(runner.run(feeds, self.model.stream, self.suite.latency.warmup,
+                                                self.suite.latency.repeat), reference, output_names, backend)
+                if wants_rerun(judged.verdict, judged.attempt, rerun):   # MNN keeps state across models
+                    again = self._judge(runner.run(feeds, self.model.stream, self.suite.latency.warmup,
+                                                   self.suite.latency.repeat, fresh=True),
+                                        reference, output_names, backend)
+                    if again.verdict is not judged.verdict:
+                        judged = replace(again, unstable=unstable_note(judged.verdict.value, judged.reason,
+                                                                       judged.attempt, again.verdict.value))
+                self._emit_judged(case.name, backend, judged, reference, feeds, conversion, provenance)
+        finally:
+            runner.close()
+
+    def _judge(self, attempt: Attempt, reference, output_names, backend) -> "Judged":
+        """One attempt's verdict; localisation and records come after a rerun may have replaced it."""
+        if attempt.problem:
+            return Judged(attempt, Verdict.ERROR, attempt.problem, FailureClass.SHAPE_MISMATCH)
+        if attempt.crash:
+            return Judged(attempt, Verdict.CRASH, f"MNN {attempt.crash}")
+        if attempt.error:
+            return Judged(attempt, Verdict.ERROR, f"MNN: {attempt.error}")
+        ref_outputs, _ = reference
+        comparisons = tuple(self._compare(name, ref_outputs[name], attempt.outputs.get(name), backend.name)
+                            for name in output_names)
+        failure_class, reason = judge_case(comparisons)
+        return Judged(attempt, Verdict.PASS if failure_class is None else Verdict.FAIL, reason, failure_class,
+                      comparisons)
+
+    def _emit_judged(self, case: str, backend, judged: "Judged", reference, feeds, conversion: Conversion,
+                     provenance) -> None:
+        attempt = judged.attempt
+        said = attempt.messages if judged.verdict.is_bad else ()
+        if attempt.outputs is None:
+            self._emit(case, backend, judged.verdict, judged.reason, judged.failure_class,
+                       unstable=judged.unstable, messages=said)
+            return
+        ref_outputs, ref_latency = reference
+        latency = {k: v for k, v in (("reference", ref_latency), ("mnn", attempt.latency_ms)) if v is not None}
+        located = None
+        if localise_step.wanted(self.options.localise, judged.verdict, self.model.expects_failure_on(backend.name)):
+            self.phase(f"localising {case} on {backend.name}")
+            located = localise_step.localise_case(self.item, case, backend, conversion, feeds,
+                                                  list(judged.comparisons))
+        case_provenance = {**provenance, "runtime": backend.runtime,
+                           "input_sha256": {k: array_sha256(v) for k, v in feeds.items()}}
+        self._emit(case, backend, judged.verdict, judged.reason, judged.failure_class, outputs=judged.comparisons,
+                   warnings=input_warnings(feeds, self.model), latency_ms=latency, ref_outputs=ref_outputs,
+                   mnn_outputs=attempt.outputs, provenance=case_provenance, localisation=located,
+                   unstable=judged.unstable, messages=said)
 
     def _compare(self, name: str, ref: np.ndarray, mnn: Optional[np.ndarray], backend: str) -> OutputComparison:
         tolerance = self.suite.tolerance_for(self.model, name, backend)
@@ -231,10 +276,21 @@ class ModelWork:
             "convert_flags": self.model.convert.as_dict(),
             "onnx_sha256": conversion.onnx_sha256,
             "mnn_model_sha256": conversion.mnn_sha256,
+            # the size a team ships: the precision ladder (reports/ladder.py) sets it beside accuracy and speed
+            "mnn_model_bytes": conversion.mnn_model.stat().st_size if conversion.mnn_model else None,
             "preprocess": {name: list(spec.preprocess) for name, spec in self.model.inputs.items()},
             "reference_runtime": {k: v for k, v in self.suite.reference.items()},
             "created": now(),
         }
+
+
+def converter_tool(kind: str):
+    """The converter child a run asked for (`RunOptions.converter`): None is a fresh child per conversion."""
+    if kind == "fresh":
+        return None
+    from mnn_parity.conversion import batch
+
+    return batch.shared().run_tool
 
 
 def input_shape_problem(onnx_inputs: dict[str, tuple], mnn_inputs: dict[str, dict]) -> Optional[str]:

@@ -23,6 +23,9 @@ class RunOptions:
     cases: Optional[frozenset[str]] = None        # None: every case of each model
     localise: str = "never"                       # never | fail | always (execution/localise_step.py)
     report_dir: Optional[Path] = None             # where reproducers of localised cases go
+    # "persistent": one long-lived converter child per thread (~10 ms a model, not 100-190 ms for a fresh child;
+    # a crash is retried in a fresh one); "fresh": a new child per conversion
+    converter: str = "persistent"
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class Run:
 
 
 def effective_hint(hint: str, runtime: dict, flags: ConvertFlags) -> str:
-    low = (hint == "low" or flags.fp16 or flags.weight_quant_bits
+    low = (hint == "low" or flags.fp16 or flags.weight_quant_bits or getattr(flags, "quantize", None)
            or str(runtime.get("precision", "high")) in ("low", "lowBF16"))
     return "low" if low else "high"
 

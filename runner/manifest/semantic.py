@@ -12,6 +12,7 @@ from mnn_parity.manifest.defaults import DEFAULT_BACKENDS
 from mnn_parity.manifest.dvc import dvc_hint
 from mnn_parity.manifest.issues import Issues, did_you_mean
 from mnn_parity.manifest.spec import CONSTANT_STEPS
+from mnn_parity.manifest.variants import variant_issues
 from mnn_parity.modelinfo import onnx_signature
 from mnn_parity.paths import external_data_problems, inside, match_glob, resolved
 
@@ -30,9 +31,12 @@ def semantic_issues(data: dict, issues: Issues, root: Path, malformed: frozenset
             continue
         at = ("models", index)
         _check_names(model, at, backends, seen_models, issues)
+        variant_issues(model, at, backends, issues)
         signature = _check_onnx(model, at, root, issues)
         _check_case_sources(model, at, root, issues)
         _check_first_steps(model, at, issues)
+        _check_quantize(model, at, root, issues)
+        _check_variant_quantize(model, at, root, issues)
         if signature is not None:
             _check_inputs(model, at, signature, issues)
             _check_outputs(model, at, signature, issues)
@@ -97,6 +101,50 @@ def _check_case_sources(model: dict, at: tuple, root: Path, issues: Issues) -> N
         hint = dvc_hint(root, pattern) if not match.files and not match.outside else ""
         for problem in match.problems:
             issues.add(where, problem + hint)
+
+
+def _check_variant_quantize(model: dict, at: tuple, root: Path, issues: Issues) -> None:
+    """A variant quantizes with its merged `convert`: the same checks, located at the variant."""
+    variants = model.get("variants")
+    for name, overrides in (variants.items() if isinstance(variants, dict) else ()):
+        if isinstance(overrides, dict) and isinstance(overrides.get("convert"), dict):
+            merged = {**(model.get("convert") or {}), **overrides["convert"]}
+            _check_quantize({**model, "convert": merged}, at + ("variants", name), root, issues)
+
+
+def _check_quantize(model: dict, at: tuple, root: Path, issues: Issues) -> None:
+    """What MNN's quantizer in sequence mode cannot do, said before it runs (it would crash or ignore samples)."""
+    quantize = (model.get("convert") or {}).get("quantize")
+    if not isinstance(quantize, dict):
+        return
+    where = at + ("convert", "quantize")
+    calibration = quantize.get("calibration") or {}
+    if model.get("stream"):
+        issues.add(where, "a streamed model cannot be quantized: calibration feeds whole inputs, not frames "
+                          "with carried state")
+    if quantize.get("method") == "ADMM" and (calibration.get("max_samples") or 1) > 1:
+        issues.add(where + ("calibration", "max_samples"),
+                   "MNN's ADMM calibrates on the last sample only when fed tensors: set max_samples: 1 "
+                   "(ADMM's default), or use method KL or EMA to calibrate on many")
+    files = calibration.get("files") or {}
+    file_inputs = [name for name, spec in (model.get("inputs") or {}).items() if spec.get("files")]
+    for name, globs in files.items():
+        at_files = where + ("calibration", "files", name)
+        if model.get("cases"):
+            issues.add(at_files, "a model with `cases:` archives calibrates on its own cases: remove "
+                                 "calibration.files, or give the model's cases as one input's `files:`")
+            continue
+        if name not in file_inputs:
+            issues.add(at_files, f"calibration files are for the input that lists files ({file_inputs}), "
+                                 f"not {name!r}{did_you_mean(name, file_inputs)}")
+            continue
+        patterns = ([(at_files, globs)] if isinstance(globs, str)
+                    else [(at_files + (i,), g) for i, g in enumerate(globs)])
+        for place, pattern in patterns:
+            match = match_glob(root, pattern)
+            hint = dvc_hint(root, pattern) if not match.files and not match.outside else ""
+            for problem in match.problems:
+                issues.add(place, problem + hint)
 
 
 def _first_step(steps: list) -> Optional[str]:

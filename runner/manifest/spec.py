@@ -26,6 +26,42 @@ class TopK:
 
 
 @dataclass(frozen=True)
+class QuantizeSpec:
+    """The manifest's `convert.quantize`: MNN's own int8 quantizer run on the converted model
+    (`conversion.quantize`), calibrated on preprocessed samples (`inputs.calibration`)."""
+    method: str = "KL"                                   # feature (activation) method: KL | ADMM | EMA
+    weights: str = "MAX_ABS"                             # weight method: MAX_ABS | ADMM
+    bits: int = 8
+    files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # calibration globs per input; () = the model's cases
+    max_samples: Optional[int] = None
+    skip_ops: tuple[str, ...] = ()
+
+    @property
+    def samples(self) -> int:
+        # MNN's ADMM in sequence mode calibrates on its last sample only: more would be read and ignored.
+        return self.max_samples or (1 if self.method == "ADMM" else 16)
+
+    @classmethod
+    def from_manifest(cls, quantize: Optional[Mapping]) -> Optional["QuantizeSpec"]:
+        if quantize is None:
+            return None
+        calibration = dict(quantize.get("calibration") or {})
+        files = tuple((name, (globs,) if isinstance(globs, str) else tuple(globs))
+                      for name, globs in sorted(dict(calibration.get("files") or {}).items()))
+        return cls(method=quantize.get("method", "KL"), weights=quantize.get("weights", "MAX_ABS"),
+                   bits=int(quantize.get("bits", 8)), files=files, max_samples=calibration.get("max_samples"),
+                   skip_ops=tuple(quantize.get("skip_ops") or ()))
+
+    def as_dict(self) -> dict:
+        """The manifest's shape, with the sample count in effect: the cache key and the provenance."""
+        calibration: dict = {"max_samples": self.samples}
+        if self.files:
+            calibration["files"] = {name: list(globs) for name, globs in self.files}
+        return {"method": self.method, "weights": self.weights, "bits": self.bits, "calibration": calibration,
+                "skip_ops": list(self.skip_ops)}
+
+
+@dataclass(frozen=True)
 class ConvertFlags:
     """The manifest's `convert:`; `conversion.mnnconvert.converter_args` maps it to the converter's flags."""
     fp16: bool = False
@@ -34,19 +70,23 @@ class ConvertFlags:
     optimize_level: int = 1
     keep_input_format: bool = True
     extra_args: tuple[str, ...] = ()
+    quantize: Optional[QuantizeSpec] = None
 
     @classmethod
     def from_manifest(cls, convert: Optional[Mapping]) -> "ConvertFlags":
         convert = dict(convert or {})
         convert["extra_args"] = tuple(convert.get("extra_args", ()))
+        convert["quantize"] = QuantizeSpec.from_manifest(convert.get("quantize"))
         return cls(**convert)
 
-
     def as_dict(self) -> dict:
-        return {"fp16": self.fp16, "weight_quant_bits": self.weight_quant_bits,
-                "weight_quant_asymmetric": self.weight_quant_asymmetric,
-                "optimize_level": self.optimize_level, "keep_input_format": self.keep_input_format,
-                "extra_args": list(self.extra_args)}
+        flags = {"fp16": self.fp16, "weight_quant_bits": self.weight_quant_bits,
+                 "weight_quant_asymmetric": self.weight_quant_asymmetric,
+                 "optimize_level": self.optimize_level, "keep_input_format": self.keep_input_format,
+                 "extra_args": list(self.extra_args)}
+        if self.quantize is not None:   # absent when unset: goldens blessed before quantization see no change
+            flags["quantize"] = self.quantize.as_dict()
+        return flags
 
 
 @dataclass(frozen=True)
@@ -98,6 +138,8 @@ class ModelSpec:
     expect_fail: Optional[str] = None
     expect_backends: Optional[tuple[str, ...]] = None
     line: Optional[int] = None         # of the model's entry in the manifest: CI annotations point there
+    family: Optional[str] = None       # the manifest entry a conversion variant came from (manifest/variants.py)
+    variant: Optional[str] = None      # the variant's name; None for the entry's own conversion
 
     def expects_failure_on(self, backend: str) -> Optional[str]:
         if self.expect_fail and (self.expect_backends is None or backend in self.expect_backends):
