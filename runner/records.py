@@ -175,6 +175,8 @@ class CaseResult:
     latency_ms: Mapping[str, float] = field(default_factory=dict)   # {"reference": ..., "mnn": ...}
     drift: Optional[Drift] = None
     localisation: Optional[Mapping[str, Any]] = None   # the first divergent op, as localisation's JSON contract
+    unstable: str = ""   # "": one run decided; else the first run's outcome, which a rerun in a fresh worker changed
+    messages: tuple[str, ...] = ()   # what MNN printed during this case's calls (bad verdicts only)
 
     def expecting(self, expect_fail: Optional[str]) -> "CaseResult":
         """The manifest's `expect: {fail: ...}` applied: a failure becomes XFAIL, a pass XPASS (news)."""
@@ -200,7 +202,9 @@ class CaseResult:
                 "latency_ms": {k: json_number(v) for k, v in self.latency_ms.items()},
                 "drift": self.drift.to_json() if self.drift else None,
                 "outputs": [o.to_json() for o in self.outputs],
-                **({"localisation": dict(self.localisation)} if self.localisation is not None else {})}
+                **({"localisation": dict(self.localisation)} if self.localisation is not None else {}),
+                **({"unstable": self.unstable} if self.unstable else {}),
+                **({"messages": list(self.messages)} if self.messages else {})}
 
     @classmethod
     def from_json(cls, doc: Mapping, suite: str = "") -> "CaseResult":
@@ -210,7 +214,8 @@ class CaseResult:
                    tuple(OutputComparison.from_json(o) for o in doc.get("outputs", ())),
                    tuple(doc.get("warnings", ())),
                    {k: number_from_json(v) for k, v in (doc.get("latency_ms") or {}).items()},
-                   Drift.from_json(doc["drift"]) if doc.get("drift") else None, doc.get("localisation"))
+                   Drift.from_json(doc["drift"]) if doc.get("drift") else None, doc.get("localisation"),
+                   doc.get("unstable", ""), tuple(doc.get("messages", ())))
 
 
 @dataclass(frozen=True)

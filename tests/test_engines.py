@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mnn_parity.conversion.mnnconvert import ConvertFlags, ConverterEnv, convert
 from mnn_parity.engines.host import EngineCrash, EngineError, EngineProcess, EngineSpec, Limits
+from mnn_parity.engines.transfer import read_arrays, write_arrays
 from tests import onnx_models
 
 ENV = ConverterEnv(Path(sys.executable), "3.6.1")
@@ -225,15 +226,14 @@ def test_the_worker_runs_where_the_runner_is_not_installed(tmp_path: Path):
     model = onnx_models.conv_relu(tmp_path / "conv.onnx")
     argv = bare + sandbox.command(sys.executable, WORKER_SCRIPT)[1:]
     load = {"op": "load", **EngineSpec("onnxruntime", model, (), ("y",)).as_request()}
-    probe = {"op": "infer", "feeds": str(tmp_path / "x.npz"), "out": str(tmp_path / "y.npz")}
-    np.savez(tmp_path / "x.npz", x=np.ones((1, 3, 8, 8), np.float32))
+    probe = {"op": "infer", "feeds": str(tmp_path / "x.npy"), "names": ["x"], "out": str(tmp_path / "y.npy")}
+    write_arrays(str(tmp_path / "x.npy"), {"x": np.ones((1, 3, 8, 8), np.float32)})
     done = subprocess.run(argv, input=json.dumps(load) + "\n" + json.dumps(probe) + "\n", env=env,
                           capture_output=True, text=True, timeout=120)
     replies = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["ok"] for r in replies] == [True, True], done.stderr
     assert replies[0]["outputs"] == ["y"] and "seccomp" in replies[0]["sandbox"]
-    with np.load(tmp_path / "y.npz") as out:
-        assert out["y"].shape == (1, 4, 8, 8)
+    assert read_arrays(str(tmp_path / "y.npy"), replies[1]["outputs"])["y"].shape == (1, 4, 8, 8)
 
 
 def test_kill_all_stops_a_busy_and_an_idle_worker_and_the_pool_starts_no_more(tmp_path: Path):
@@ -275,3 +275,36 @@ def test_a_missing_interpreter_is_an_engine_error_not_a_traceback(tmp_path: Path
     spec = EngineSpec("mnn", tmp_path / "m.mnn", (), (), python=tmp_path / "no-such-python")
     with pytest.raises(EngineError, match="cannot start an engine worker with .*no-such-python"):
         EngineProcess(spec)
+
+
+def test_the_pool_keeps_as_many_idle_workers_as_were_busy_at_once_and_a_fresh_take_starts_a_process(tmp_path: Path):
+    """Two threads' workers both survive being given back (the old pool closed one: a start per model at --jobs 2);
+    `fresh` never hands out a worker with a past; a cap given explicitly is kept."""
+    from mnn_parity.engines.host import WorkerPool
+
+    conv = to_mnn(onnx_models.conv_relu(tmp_path / "conv.onnx"), tmp_path)
+    spec = EngineSpec("mnn", conv, ("x",), ("y",), {"threads": 1}, label="conv")
+    pool = WorkerPool(Limits(timeout_s=30))
+    try:
+        first, second = pool.take(spec), pool.take(spec)
+        pids = {first.pid, second.pid}
+        pool.give_back(first)
+        pool.give_back(second)
+        assert first.alive and second.alive and pool.started == 2
+        again = pool.take(spec)
+        assert again.pid in pids and again.past() == ("conv",)       # reused: it had run conv before
+        fresh = pool.take(spec, fresh=True)
+        assert fresh.pid not in pids and fresh.past() == () and pool.started == 3
+        pool.give_back(again)
+        pool.give_back(fresh)
+        assert sum(w.alive for w in (first, second, fresh)) == 2      # capped at the two ever busy at once
+    finally:
+        pool.close()
+    capped = WorkerPool(Limits(timeout_s=30), idle_per_kind=1)
+    try:
+        a, b = capped.take(spec), capped.take(spec)
+        capped.give_back(a)
+        capped.give_back(b)
+        assert not a.alive and b.alive                                # the older idle one made room
+    finally:
+        capped.close()

@@ -31,6 +31,7 @@ class EngineSpec:
     outputs: tuple[str, ...]
     config: dict = field(default_factory=dict)
     python: Path = Path(sys.executable)   # another interpreter runs the MNN side under another MNN release
+    label: str = ""                      # how a report names this model (a worker's history lists it); not sent
 
     def as_request(self) -> dict:
         """The spec as the worker's `load` request carries it (JSON)."""

@@ -6,16 +6,17 @@ which it finds from its own file's location (the package's `__init__` files impo
 
 Protocol: one JSON request per line on stdin, one JSON reply per line on the protocol fd (the original stdout).
 File descriptor 1 is pointed at stderr before any engine is imported, because MNN's C++ code prints to stdout and
-would corrupt the replies. Arrays travel as .npz files in a directory the parent owns.
+would corrupt the replies. Arrays travel as files of `.npy` records (`transfer.py`) in a directory the parent owns.
 
 Requests:
   {"op": "load", "engine": NAME, "model": PATH, "inputs": [..], "outputs": [..], "config": {..}}
       -> {"ok": true, "inputs": {name: {"shape": [..], "dtype": ".."}}, "outputs": [..], "version": "..",
           "sandbox": "what the sandbox could enforce"}
-  {"op": "infer", "feeds": NPZ, "out": NPZ, "stream": null|{"input": NAME, "carry": {in: out}},
+  {"op": "infer", "feeds": FILE, "names": [..], "out": FILE, "stream": null|{"input": NAME, "carry": {in: out}},
    "warmup": N, "repeat": N}
-      -> {"ok": true, "latency_ms": float|null}
-A failure the engine reports as an exception is {"ok": false, "error": "..."}; a crash ends the process.
+      -> {"ok": true, "outputs": [names of the arrays written to "out", in order], "latency_ms": float|null}
+A failure the engine reports as an exception is {"ok": false, "error": "...", "kind": "ExceptionClassName"}; a crash
+ends the process.
 """
 from __future__ import annotations
 
@@ -97,17 +98,15 @@ class Worker:
                 "version": self.engine.version, "sandbox": os.environ.get(STATUS_VARIABLE, "not sandboxed")}
 
     def infer(self, request: dict) -> dict:
-        import numpy as np
+        from mnn_parity.engines.transfer import read_arrays, write_arrays
 
         if self.engine is None:
             return {"ok": False, "error": "no model is loaded"}
         engine, stream = self.engine, request.get("stream")
-        with np.load(request["feeds"], allow_pickle=False) as archive:
-            feeds = {k: archive[k] for k in archive.files}
+        feeds = read_arrays(request["feeds"], request["names"])
         run = (lambda: run_stream(engine, feeds, stream)) if stream else (lambda: engine.infer(feeds))
         outputs, latency = timed(run, int(request.get("warmup", 0)), int(request.get("repeat", 0)))
-        np.savez(request["out"], **outputs)
-        return {"ok": True, "latency_ms": latency}
+        return {"ok": True, "outputs": write_arrays(request["out"], outputs), "latency_ms": latency}
 
     def close(self, request: dict) -> dict:
         if self.engine is not None:
@@ -123,7 +122,7 @@ class Worker:
                 op = ops.get(request.get("op"))
                 reply = op(request) if op else {"ok": False, "error": f"unknown op {request.get('op')!r}"}
             except Exception as error:  # the engine's own complaint: reported, the worker lives on
-                reply = {"ok": False, "error": f"{type(error).__name__}: {error}"}
+                reply = {"ok": False, "error": f"{type(error).__name__}: {error}", "kind": type(error).__name__}
             replies.write(json.dumps(reply) + "\n")
             replies.flush()
 

@@ -23,6 +23,11 @@ def case_details(r: CaseResult) -> list[str]:
         lines += [f"**Reason:** {text(reason)}", ""]
     for w in r.warnings:
         lines += [f"⚠️ {text(w)}", ""]
+    if r.unstable:
+        lines += [f"**Unstable:** first run {text(r.unstable)}", ""]
+    if r.messages:
+        said = "\n".join(r.messages)
+        lines += ["MNN said during the case:", "", "```text", short(said, LOG_MAX).replace("```", "'''"), "```", ""]
     if r.outputs:
         lines += [outputs_table(r.outputs), ""]
     if r.drift is not None:

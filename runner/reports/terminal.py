@@ -19,6 +19,10 @@ def terminal_summary(summary: RunSummary, paths: Sequence[Path | str] = (), max_
         lines.append(f"  {r.verdict.value}{cls} {ident(r)}: {short(first_line(r.reason), 120)}")
     if len(found) > max_listed:
         lines.append(f"  … and {len(found) - max_listed} more")
+    unstable = [r for r in summary.results if r.unstable]
+    if unstable:
+        lines.append(f"  {len(unstable)} unstable (a rerun in a fresh worker changed the verdict), e.g. "
+                     f"{ident(unstable[0])}: first {short(unstable[0].unstable, 160)}")
     if c["drift"]:
         lines.append("  goldens: " + ", ".join(f"{n} {d}" for d, n in c["drift"].items()))
     then, now = summary.environment.get("baseline_mnn_version"), summary.environment.get("mnn_version")
