@@ -1,6 +1,6 @@
 """What localisation costs: wall time and peak memory of the parent and of its largest child.
 
-    .venv/bin/python bench/localise.py [--model ppocr-det|ppocr-det-fp16|...|tiny] [--case 0] [--chunk 40]
+    .venv/bin/python bench/localise.py [--model ppocr-det|ppocr-det@fp16|...|tiny] [--case 0] [--chunk 40]
 
 Converts the model first (cached in a temporary folder), times the case's plain run (a fresh ONNX Runtime and a
 fresh MNN worker each loading the model and running the case once, as a run does), then localises the case in a

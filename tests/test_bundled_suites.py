@@ -54,11 +54,14 @@ def test_bundled_suite_runs_clean_on_real_data(suite: str, tmp_path: Path):
     # real inputs are not degenerate: no "not a meaningful test input" warning on any case
     assert not [c for c in doc["cases"] if any("meaningful" in w for w in c["warnings"])]
     assert (tmp_path / f"{suite}.md").read_text().startswith(f"# mnn-parity: {suite}")
+    if suite == "ocr":   # conversion variants: each family's precision ladder, the base row first
+        assert {f["family"] for f in doc["ladder"]} == {"ppocr-det", "ppocr-rec", "ppocr-cls"}
+        assert all(f["rows"][0]["variant"] is None for f in doc["ladder"])
 
 
 def test_expected_failures_are_real_disagreements(tmp_path: Path):
     """fp16-weight reconversions are kept in the suites as XFAIL: they must really fail, with a reason."""
-    main(["run", "suites/ocr.yaml", "--model", "ppocr-rec-fp16", "--report-dir", str(tmp_path),
+    main(["run", "suites/ocr.yaml", "--model", "ppocr-rec@fp16", "--report-dir", str(tmp_path),
           "--goldens", str(tmp_path / "g")])
     cases = report(tmp_path, "ocr")["cases"]
     assert cases and all(c["verdict"] == "XFAIL" for c in cases)

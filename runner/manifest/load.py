@@ -8,8 +8,9 @@ and shapes agree with the ONNX model, backends named exist).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from mnn_parity.manifest.defaults import DEFAULT_BACKENDS, REFERENCE_DEFAULTS, RUNTIME_DEFAULTS
 from mnn_parity.manifest.issues import Issues, ManifestError, ManifestIssue
@@ -17,6 +18,7 @@ from mnn_parity.manifest.schema import schema_issues
 from mnn_parity.manifest.semantic import semantic_issues
 from mnn_parity.manifest.spec import (BackendSpec, ConvertFlags, InputSpec, LatencySpec, Limits, ModelSpec,
                                       OutputSpec, Suite, TopK)
+from mnn_parity.manifest.variants import expand as expand_variants
 from mnn_parity.manifest.yaml_reader import read_yaml
 # cli.py and bench/overhead.py import these from here
 from mnn_parity.modelinfo import onnx_signature  # noqa: F401
@@ -80,9 +82,17 @@ def _build(data: dict, path: Path, root: Path, lines: Optional[dict[tuple, int]]
         reference={**REFERENCE_DEFAULTS, **(data.get("reference") or {})}, backends=backends,
         tolerance=dict(data.get("tolerance") or {}), limits=Limits(**(data.get("limits") or {})),
         latency=LatencySpec(**(data.get("latency") or {})),
-        models=tuple(_build_model(model, root, (lines or {}).get(("models", index)))
-                     for index, model in enumerate(data["models"])),
+        models=tuple(_build_models(data["models"], root, lines or {})),
     )
+
+
+def _build_models(models: list[dict], root: Path, lines: dict[tuple, int]) -> Iterator[ModelSpec]:
+    """Each entry, then its conversion variants as models of their own (manifest/variants.py)."""
+    for index, model in enumerate(models):
+        for entry, variant in expand_variants(model):
+            where = ("models", index) + (("variants", variant) if variant else ())
+            spec = _build_model(entry, root, lines.get(where, lines.get(("models", index))))
+            yield replace(spec, family=model["name"], variant=variant)
 
 
 def _globs(files) -> Optional[tuple[str, ...]]:

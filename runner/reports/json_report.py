@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mnn_parity.records import CaseResult, json_number
+from mnn_parity.reports.ladder import ladder_json
 from mnn_parity.reports.policy import RunSummary, counts, exit_status, slowdown
 from mnn_parity.resources import schema
 
@@ -28,6 +29,7 @@ def render_json(summary: RunSummary) -> dict[str, Any]:
         "counts": counts(summary),
         "cases": [_case_json(r) for r in summary.results],
         "stale": [{"model": m, "case": c, "backend": b} for m, c, b in summary.stale],
+        "ladder": ladder_json(summary),
     }
 
 

@@ -6,6 +6,7 @@ from typing import Iterable, Iterator, Optional
 
 from mnn_parity.records import Verdict
 from mnn_parity.reports.formatting import md_table, text
+from mnn_parity.reports.ladder import ladder_md
 from mnn_parity.reports.markdown_cases import case_details, outputs_block
 from mnn_parity.reports.markdown_summary import changes_md, counts_md, environment_md, latency_md, warnings_md
 from mnn_parity.reports.policy import RunSummary, by_place, exit_status, problems
@@ -100,6 +101,7 @@ def _markdown(s: RunSummary, level: int, limit: Optional[int], failure_cap: Opti
     out += _title_md(s)
     out += environment_md(s)
     out += counts_md(s)
+    out += ladder_md(s)
     out += changes_md(s, level)
     out += _failures_md(s, level, failure_cap)
     out += latency_md(s, level)

@@ -13,6 +13,7 @@ from mnn_parity.records import CaseResult, Drift, DriftClass, OutputComparison, 
 from mnn_parity.reports.formatting import (NONE, ONE_MINUS_COS, Strong, enum_value, first_line, fmt_cos, fmt_e,
                                            fmt_ms, fmt_pct, shape, short)
 from mnn_parity.reports.json_report import ENVIRONMENT_KEYS, jsonable
+from mnn_parity.reports.ladder import MODEL_BYTES_KEY
 from mnn_parity.reports.policy import (SEVERITY, Counts, RunSummary, by_place, expected_reason, rollup, slowdown,
                                        worst_verdict)
 
@@ -217,7 +218,8 @@ def environment_parts(s: RunSummary) -> list[str]:
 
 
 def extra_environment_rows(s: RunSummary) -> list[Row]:
-    extra = {k: v for k, v in s.environment.items() if k not in ENVIRONMENT_KEYS}
+    # the .mnn sizes are the precision ladder's column, not a fact about the machine
+    extra = {k: v for k, v in s.environment.items() if k not in ENVIRONMENT_KEYS and k != MODEL_BYTES_KEY}
     return [[str(k), v if isinstance(v, str) else json.dumps(jsonable(v))] for k, v in extra.items()]
 
 
