@@ -76,20 +76,23 @@ def _with_repo(root: Path, action: Callable[[Any], T]) -> T:
         raise DataError(f"DVC could not check {DVC_FILE}: {exc}") from exc
 
 
-def _with_data_output(root: Path, action: Callable[[Any, Any], T]) -> T:
-    """Run `action(repo, output)` on data.dvc's `data` output."""
+def _with_data_output(root: Path, action: Callable[[Any, Any], T], dvc_file: str = DVC_FILE,
+                      output: str = DATA_DIR) -> T:
+    """Run `action(repo, output)` on data.dvc's `data` output (or another .dvc file's single output)."""
     def on_output(repo: Any) -> T:
-        outputs = [out for stage in repo.stage.collect(str(root.resolve() / DVC_FILE))
+        outputs = [out for stage in repo.stage.collect(str(root.resolve() / dvc_file))
                    for out in stage.outs]
-        data_outs = [out for out in outputs if out.def_path == DATA_DIR]
+        # def_path is relative to the .dvc file's folder
+        name = Path(output).relative_to(Path(dvc_file).parent).as_posix()
+        data_outs = [out for out in outputs if out.def_path == name]
         if len(data_outs) != 1:
-            raise DataError(f"{DVC_FILE} must track exactly one output '{DATA_DIR}', found {outputs}")
+            raise DataError(f"{dvc_file} must track exactly one output '{name}', found {outputs}")
         return action(repo, data_outs[0])
 
     return _with_repo(root, on_output)
 
 
-def dvc_state(root: Path) -> DvcState:
+def dvc_state(root: Path, dvc_file: str = DVC_FILE, output: str = DATA_DIR) -> DvcState:
     def inspect(repo: Any, out: Any) -> DvcState:
         status = out.status()                  # {} when clean; else {"data": "modified" | "not in cache" | ...}
         pinned = out.hash_info.value or ""
@@ -100,7 +103,7 @@ def dvc_state(root: Path) -> DvcState:
         actual = (built.value or "") if built else ""
         return DvcState(pinned, actual, "not in cache" not in status.values())
 
-    return _with_data_output(Path(root), inspect)
+    return _with_data_output(Path(root), inspect, dvc_file, output)
 
 
 def dvc_remotes(root: Path) -> tuple[str, ...]:
@@ -108,9 +111,9 @@ def dvc_remotes(root: Path) -> tuple[str, ...]:
     return _with_repo(Path(root), lambda repo: tuple(sorted(repo.config.get("remote", {}))))
 
 
-def commit_to_cache(root: Path) -> None:
+def commit_to_cache(root: Path, dvc_file: str = DVC_FILE, output: str = DATA_DIR) -> None:
     """Store the (already verified) data/ tree in DVC's cache so `dvc status` is clean; data.dvc is untouched."""
-    _with_data_output(Path(root), lambda repo, out: out.commit(relink=False))
+    _with_data_output(Path(root), lambda repo, out: out.commit(relink=False), dvc_file, output)
 
 
 def dvc_differences(root: Path) -> list[str]:
