@@ -25,7 +25,7 @@ def _session(root: PathLike, events: Optional[Events], **options) -> Session:
 def run(paths: Iterable[PathLike] = ("suites",), root: PathLike = ".", events: Optional[Events] = None,
         **options) -> SessionResult:
     """Run suites and write their reports; `options` are `SessionConfig` fields (mnn, jobs, backends, models,
-    goldens_dir, report_dir, cache_dir, fail_on, junit)."""
+    goldens_dir, report_dir, cache_dir, fail_on, junit, executor: "threads", "dask" or "dask://HOST:PORT")."""
     session = _session(root, events, **options)
     return session.run([session.config.root / p for p in paths])
 

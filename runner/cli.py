@@ -29,6 +29,15 @@ def fail_on(chosen: Optional[list[str]]) -> frozenset[str]:
     return DEFAULT_FAIL_ON | frozenset(chosen)
 
 
+def executor_choice(value: str) -> str:
+    from mnn_parity.execution.executors import ExecutorError, check_choice
+
+    try:
+        return check_choice(value)
+    except ExecutorError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def session_for(args):
     from mnn_parity.session import Session, SessionConfig
 
@@ -42,7 +51,8 @@ def session_for(args):
         goldens_dir=path(getattr(args, "goldens", None)), report_dir=path(getattr(args, "report_dir", None)),
         fail_on=fail_on(getattr(args, "fail_on", None)), junit=path(getattr(args, "junit", None)),
         localise=getattr(args, "localise", None) or ("always" if args.command == "localise" else "never"),
-        cases=frozenset(args.case) if getattr(args, "case", None) else None)
+        cases=frozenset(args.case) if getattr(args, "case", None) else None,
+        executor=getattr(args, "executor", None) or "threads")
     from mnn_parity.progress import terminal_events
 
     return Session(config, terminal_events(getattr(args, "verbosity", 1)))
@@ -156,8 +166,12 @@ def cmd_data(args) -> int:
             "pinned by data.dvc in the mnn-parity repository). Your own data is restored by `dvc pull`.")
         return EXIT_OK
     try:
+        from mnn_parity.conformance import source as conformance_source
+
         if args.action == "verify":
             differences = data.verify(root)
+            if conformance_source.pinned(root):
+                differences += conformance_source.differences(root)
             for line in differences:
                 say(line)
             return EXIT_SETUP if differences else EXIT_OK
@@ -167,10 +181,68 @@ def cmd_data(args) -> int:
         say(f"data/: {report.action}, {report.files} files match data.dvc{fetched}")
         for note in report.notes:
             say(f"  {note}")
+        if conformance_source.pinned(root):   # the ONNX node tests `mnn-parity conformance` runs
+            tree = conformance_source.restore(root)
+            say(f"{conformance_source.TREE}/: {tree.action}, matches {conformance_source.DVC_FILE}"
+                + (f"; {tree.note}" if tree.note else ""))
         return EXIT_OK
     except data.DataError as error:
         say(f"data: {error}")
         return EXIT_SETUP
+
+
+def cmd_conformance(args) -> int:
+    """ONNX's backend node tests through the same session as `run`; writes reports/conformance.{md,json}."""
+    from mnn_parity.bundled.errors import DataError
+    from mnn_parity.conformance import report, source
+    from mnn_parity.conformance.run import run_conformance
+    from mnn_parity.progress import terminal_events
+
+    root = args.root_dir
+    if not source.pinned(root):
+        say(f"conformance: {root} has no {source.DVC_FILE}: the node tests are pinned in mnn-parity's own "
+            "repository (run it from a clone of mnn-parity)")
+        return EXIT_SETUP
+    try:
+        source.restore(root)
+    except DataError as error:
+        say(f"conformance: {error}")
+        return EXIT_SETUP
+    events = terminal_events(args.verbosity)
+    try:
+        run = run_conformance(root, mnn=args.mnn, jobs=args.jobs, ops=args.op, names=args.test, events=events)
+    finally:
+        events.close()
+    report_dir = Path(args.report_dir).resolve() if args.report_dir else root / "reports"
+    paths, moved = report.write(run, report_dir, Path(args.compare).resolve() if args.compare else None,
+                                complete=not (args.op or args.test))
+    totals = report.totals(run.outcomes)
+    say("conformance: " + ", ".join(f"{k} {v}" for k, v in totals.items() if v) + f" in {run.duration_s:.0f} s")
+    if args.compare:
+        say(f"since {args.compare}: {len(moved['fixed'])} test(s) fixed, {len(moved['broken'])} broken")
+    say("reports: " + ", ".join(str(p) for p in paths))
+    for problem in run.problems:
+        say(problem)
+    if run.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_SETUP if run.problems else (1 if moved["broken"] else EXIT_OK)
+
+
+def add_conformance_parser(commands) -> None:
+    conformance = commands.add_parser("conformance", help="ONNX backend node tests through MNN: an op-coverage "
+                                      "report (reports/conformance.md)")
+    conformance.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
+    conformance.add_argument("--jobs", type=int, default=0, help="tests run in parallel (default: core count)")
+    conformance.add_argument("--op", action="append", help="only the tests of this op, e.g. Relu (repeatable)")
+    conformance.add_argument("--test", action="append", help="only this node test, e.g. test_relu (repeatable)")
+    conformance.add_argument("--compare", metavar="JSON", help="a previous conformance JSON (e.g. "
+                             "reports/conformance-mnn-3.5.0.json): list the tests fixed and broken since; "
+                             "exit status 1 if any broke")
+    conformance.add_argument("--report-dir", help="where reports go (default: reports/)")
+    conformance.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0, default=1,
+                             help="print only tests that are not as expected")
+    conformance.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
+                             help="also print every test and its phase")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", action="append", help="only this model (repeatable)")
         sub.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
         sub.add_argument("--jobs", type=int, default=0, help="models run in parallel (default: core count)")
+        sub.add_argument("--executor", default="threads", type=executor_choice,
+                         metavar="threads|dask|dask://HOST:PORT",
+                         help="where models run: threads of this process (default), a local Dask cluster of --jobs "
+                              "worker processes, or the workers of a running Dask scheduler")
         sub.add_argument("--goldens", metavar="DIR", help="golden store (default: goldens/, tracked by goldens.dvc)")
         sub.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0, default=1,
                          help="print only cases that are not as expected")
@@ -218,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--force", action="store_true", help="overwrite an existing manifest")
     init = commands.add_parser("init", help="prepare a repository: suites/, .gitignore, DVC for goldens/")
     init.add_argument("dir", nargs="?", default=".", help="the repository's root (default: here)")
+    add_conformance_parser(commands)
     data = commands.add_parser("data", help="restore or verify mnn-parity's bundled data/ against data.dvc")
     data.add_argument("action", choices=("restore", "verify"))
     return parser
@@ -230,7 +307,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     paths = getattr(args, "paths", None) or []
     args.root_dir = find_root(Path(paths[0]) if paths else None, args.root)
     handler = {"validate": cmd_validate, "run": cmd_run, "localise": cmd_localise, "bless": cmd_bless, "new": cmd_new, "init": cmd_init,
-               "data": cmd_data}
+               "data": cmd_data, "conformance": cmd_conformance}
     try:
         return handler[args.command](args)
     except KeyboardInterrupt:

@@ -50,6 +50,8 @@ class SessionConfig:
     junit: Optional[Path] = None
     localise: str = "fail"                       # never | fail | always: name the first divergent op
     cases: Optional[frozenset[str]] = None       # only these cases (the `localise` command)
+    converter: str = "persistent"                # or "fresh": a converter child per conversion (RunOptions)
+    executor: str = "threads"                    # threads | dask | dask://HOST:PORT (execution/executors.py)
 
     @property
     def goldens(self) -> Path:
@@ -189,36 +191,43 @@ class Session:
 
     def _execute_all(self, suites: list[Suite], write: bool = True) -> tuple[list[_Executed], str, bool]:
         from mnn_parity.conversion.mnn_env import MnnEnvError, ensure_env
-        from mnn_parity.execution.executors import Interrupted
+        from mnn_parity.execution.executors import ExecutorError, Interrupted, make_executor
 
         try:
             env = ensure_env(self.config.mnn)   # shared by every repository: the user cache, or $MNN_PARITY_MNN_ENVS
         except MnnEnvError as error:
             return [], f"cannot use MNN {self.config.mnn}: {error}", False
+        try:   # one executor for every suite: a Dask cluster starts once per session
+            executor = make_executor(self.config.executor, self.config.jobs or os.cpu_count() or 1).start()
+        except ExecutorError as error:
+            return [], str(error), False
         executed = []
-        for suite in suites:
-            try:
-                executed.append(self._execute(suite, env, write))
-            except Interrupted as stop:
-                executed.append(stop.partial)
-                return executed, "", True
+        try:
+            for suite in suites:
+                try:
+                    executed.append(self._execute(suite, env, executor, write))
+                except Interrupted as stop:
+                    executed.append(stop.partial)
+                    return executed, "", True
+        finally:
+            executor.close()
         return executed, "", False
 
-    def _execute(self, suite: Suite, env, write: bool = True) -> _Executed:
-        from mnn_parity.execution.executors import Interrupted, ThreadExecutor
+    def _execute(self, suite: Suite, env, executor, write: bool = True) -> _Executed:
+        from mnn_parity.execution.executors import Interrupted
         from mnn_parity.execution.plan import RunOptions, environment, now, plan
 
         options = RunOptions(mnn_python=env.python, mnn_version=env.version, cache_dir=self.config.cache,
                              backends=self.config.backends, models=self.config.models,
                              jobs=self.config.jobs or os.cpu_count() or 1, cases=self.config.cases,
-                             localise=self.config.localise,
+                             localise=self.config.localise, converter=self.config.converter,
                              report_dir=self.config.reports if write else None)   # no reports, no reproducers
         info = environment(options)
         items = plan(suite, options, info)
         self.events.suite_started(suite, env.version, _case_count(items))
         started, clock = now(), time.monotonic()
         try:
-            outcomes = ThreadExecutor(options.jobs).run(items, self.events.case_done, self.events.phase)
+            outcomes = executor.run(items, self.events.case_done, self.events.phase)
         except Interrupted as stop:
             stop.partial = _merge(suite, stop.outcomes, info, started, time.monotonic() - clock)
             raise
@@ -228,6 +237,7 @@ class Session:
         """Drift, stale goldens, summary and reports for one executed suite."""
         from mnn_parity.goldens import GoldenStore, attach_drift
         from mnn_parity.reports import RunSummary, write_reports
+        from mnn_parity.reports.ladder import MODEL_BYTES_KEY, model_bytes
 
         store = GoldenStore(self.config.goldens)
         store.recover()
@@ -238,6 +248,9 @@ class Session:
                  if (self.config.models is None or key[0] in self.config.models)
                  and (self.config.backends is None or key[2] in self.config.backends)] if not interrupted else []
         environment = {**executed.environment, "baseline_mnn_version": baseline}
+        sizes = model_bytes(judged)          # the precision ladder's .mnn sizes, from the runs' provenance
+        if sizes:
+            environment[MODEL_BYTES_KEY] = sizes
         if interrupted:
             environment["interrupted"] = "yes: the run was stopped by the user; this report is partial"
         summary = RunSummary(suite=suite.name, description=suite.description, environment=environment,

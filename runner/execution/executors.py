@@ -1,13 +1,26 @@
-"""Who executes work items: threads of this process today (models in parallel, one engine worker pool shared by
-all of them); the interface is the one a Dask executor will implement: items in, outcomes out, in item order."""
+"""Who executes work items: items in, outcomes out, in item order.
+
+- `threads` (the default): models in parallel in threads of this process, one engine worker pool shared by all.
+- `dask`: a local Dask cluster of worker processes (`--jobs` of them), each with its own engine pool.
+- `dask://HOST:PORT`: the workers of a running Dask scheduler (`dask_executor.py`).
+
+Heavy modules (numpy, the engines, Dask) are imported when an executor runs, so that the command line can check
+`--executor` without them.
+"""
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
-from mnn_parity.engines.host import WorkerPool
-from mnn_parity.execution.model_work import ModelOutcome, Phase, Progress, execute
-from mnn_parity.execution.plan import WorkItem
+if TYPE_CHECKING:
+    from mnn_parity.engines.host import WorkerPool
+    from mnn_parity.execution.model_work import ModelOutcome, Phase, Progress
+    from mnn_parity.execution.plan import WorkItem
+
+CHOICES = "threads, dask or dask://HOST:PORT"
+DASK_SCHEME = "dask://"
+DASK_MISSING = ("--executor dask needs Dask, which is not installed here: "
+                "pip install 'mnn-parity[dask]' (or 'dask[distributed]')")
 
 
 class Interrupted(Exception):
@@ -18,8 +31,43 @@ class Interrupted(Exception):
         self.outcomes = outcomes
 
 
+class ExecutorError(Exception):
+    """The executor cannot start: an unknown choice, Dask missing, a scheduler out of reach (exit status 2)."""
+
+
 class Executor(Protocol):
+    def start(self) -> "Executor": ...
+
     def run(self, items: Sequence[WorkItem], progress: Progress, phase: Phase) -> list[ModelOutcome]: ...
+
+    def close(self) -> None: ...
+
+
+def check_choice(choice: str) -> str:
+    """The choice itself when it names an executor, else ExecutorError saying what would."""
+    if choice in ("threads", "dask"):
+        return choice
+    if choice.startswith(DASK_SCHEME):
+        host, _, port = choice[len(DASK_SCHEME):].rpartition(":")
+        if host and port.isdigit():
+            return choice
+        raise ExecutorError(f"executor {choice!r}: a scheduler is named dask://HOST:PORT, e.g. dask://10.0.0.5:8786")
+    raise ExecutorError(f"unknown executor {choice!r}: choose {CHOICES}")
+
+
+def make_executor(choice: str, jobs: int) -> Executor:
+    """An executor not yet started; `jobs` is the thread count, or the local Dask cluster's worker count."""
+    choice = check_choice(choice)
+    if choice == "threads":
+        return ThreadExecutor(jobs)
+    try:
+        import distributed  # noqa: F401  (only to say clearly that it is missing)
+    except ImportError:
+        raise ExecutorError(DASK_MISSING) from None
+    from mnn_parity.execution.dask_executor import DaskExecutor
+
+    address = "tcp://" + choice[len(DASK_SCHEME):] if choice.startswith(DASK_SCHEME) else None
+    return DaskExecutor(jobs, address)
 
 
 class ThreadExecutor:
@@ -29,8 +77,17 @@ class ThreadExecutor:
     def __init__(self, jobs: int):
         self.jobs = max(1, jobs)
 
+    def start(self) -> "ThreadExecutor":
+        return self
+
+    def close(self) -> None:
+        pass
+
     def run(self, items: Sequence[WorkItem], progress: Progress,
             phase: Phase = lambda model, what: None) -> list[ModelOutcome]:
+        from mnn_parity.engines.host import WorkerPool
+        from mnn_parity.execution.model_work import execute
+
         if not items:
             return []
         workers = WorkerPool(items[0].suite.limits)
