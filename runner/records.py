@@ -43,6 +43,7 @@ class FailureClass(str, enum.Enum):
     DEAD_OUTPUT = "dead-output"
     OUT_OF_TOLERANCE = "out-of-tolerance"
     TOPK_FLIP = "topk-flip"
+    OUTPUT_LAYOUT = "output-layout"    # the same values with extra unit axes: a consumer indexing it would break
 
 
 class DriftClass(str, enum.Enum):

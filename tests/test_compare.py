@@ -36,7 +36,8 @@ def test_metrics_by_hand():
     assert c.cosine == pytest.approx(expected_cos, rel=1e-14)
     assert (c.ref_shape, c.mnn_shape, c.ref_dtype, c.mnn_dtype) == ((4,), (4,), "float64", "float64")
     assert c.failure_class is FailureClass.OUT_OF_TOLERANCE
-    assert c.reason == f"max abs 5.0e-01 > atol 0.1 on 50% of elements (cosine {expected_cos:.5f})"
+    assert c.reason == (f"50% of elements differ by more than atol 0.1 + rtol 0.1 x |reference|; worst at [1]: MNN 2.5 "
+                        f"vs reference 2 (max abs 5.0e-01, cosine {expected_cos:.5f})")
     assert not c.passed
 
 
@@ -119,12 +120,15 @@ def test_cosine_is_not_judged_inside_the_absolute_noise_floor():
 
 def test_shape_mismatch_reports_both_shapes_and_no_metrics():
     ref = np.zeros((1, 3, 416, 416), np.float32)
-    mnn = np.zeros((3, 1, 416, 416), np.float32)
+    mnn = np.zeros((1, 416, 416, 3), np.float32)     # NHWC for NCHW: elements cannot be paired
     c = compare_output("images", ref, mnn, Tolerance())
     assert c.failure_class is FailureClass.SHAPE_MISMATCH
-    assert (c.ref_shape, c.mnn_shape) == ((1, 3, 416, 416), (3, 1, 416, 416))
-    assert c.reason == "shape (3, 1, 416, 416) vs reference (1, 3, 416, 416)"
+    assert (c.ref_shape, c.mnn_shape) == ((1, 3, 416, 416), (1, 416, 416, 3))
+    assert c.reason == "shape (1, 416, 416, 3) vs reference (1, 3, 416, 416)"
     assert c.max_abs is None and c.cosine is None and c.mismatch_fraction is None
+    # a unit axis moved (1, 3 -> 3, 1) keeps the element order: judged on the values, as a layout difference
+    moved = compare_output("images", ref, np.zeros((3, 1, 416, 416), np.float32), Tolerance())
+    assert moved.failure_class is FailureClass.OUTPUT_LAYOUT and moved.max_abs == 0.0
 
 
 def test_same_size_different_shape_is_still_a_mismatch():
@@ -279,6 +283,21 @@ def test_all_zero_argmax_is_dead():
     assert c.failure_class is FailureClass.DEAD_OUTPUT
 
 
+def test_a_flat_integer_output_that_is_mostly_right_is_a_tie_break_not_a_dead_output():
+    tie = compare_output("ids", np.array([0, 1], np.int64), np.zeros(2, np.int32), Tolerance(atol=0, rtol=0))
+    assert tie.failure_class is FailureClass.OUT_OF_TOLERANCE and "worst at [1]: MNN 0 vs reference 1" in tie.reason
+    # the same flat output in float is a dead layer
+    dead = compare_output("p", np.array([0.0, 1.0], np.float32), np.zeros(2, np.float32), Tolerance(atol=0, rtol=0))
+    assert dead.failure_class is FailureClass.DEAD_OUTPUT
+
+
+def test_the_worst_element_is_located_in_the_output_shape_past_non_finite_positions():
+    ref = np.array([[np.nan, 1.0, 2.0], [3.0, 4.0, 5.0]])
+    mnn = np.array([[np.nan, 1.0, 2.0], [3.0, 4.5, 5.1]])
+    c = compare_output("y", ref, mnn, Tolerance(atol=0.01, rtol=0.0))
+    assert "worst at [1, 1]: MNN 4.5 vs reference 4" in c.reason
+
+
 def test_bool_outputs():
     c = compare_output("mask", np.array([True, False, True]), np.array([True, True, True]), Tolerance(atol=0, rtol=0))
     assert c.mismatch_fraction == pytest.approx(1 / 3)
@@ -312,6 +331,17 @@ def test_judge_picks_the_most_fundamental_class_and_names_the_output():
     assert reason == "c: nan-inf detail (+3 more failing outputs)"
     cls, reason = judge([_fail("x", FailureClass.OUT_OF_TOLERANCE), _fail("y", FailureClass.SHAPE_MISMATCH)])
     assert cls is FailureClass.SHAPE_MISMATCH and reason == "y: shape-mismatch detail (+1 more failing output)"
+
+
+def test_within_a_class_the_headline_names_the_worst_output_not_the_first():
+    from dataclasses import replace
+
+    state = replace(_fail("state", FailureClass.OUT_OF_TOLERANCE), cosine=0.9999, mismatch_fraction=0.01)
+    logits = replace(_fail("logits", FailureClass.OUT_OF_TOLERANCE), cosine=0.2, mismatch_fraction=0.9)
+    same_cosine = replace(logits, name="probs", cosine=0.2, mismatch_fraction=0.95)
+    assert judge([state, logits])[1].startswith("logits:")
+    assert judge([state, logits, same_cosine])[1].startswith("probs:")   # then the most elements off
+    assert judge([state, replace(logits, cosine=float("nan"))])[1].startswith("state:")  # NaN is not "lowest"
 
 
 def test_judge_with_real_comparisons():
@@ -613,3 +643,17 @@ def test_judge_names_the_first_of_equally_fundamental_failures():
 def test_judge_with_one_failing_output_has_no_suffix():
     outs = [_pass("ok", 1.0), _fail("scores", FailureClass.DEAD_OUTPUT)]
     assert judge(outs) == (FailureClass.DEAD_OUTPUT, "scores: dead-output detail")
+
+
+def test_an_extra_unit_axis_with_the_same_values_is_output_layout_not_a_skipped_check():
+    ref = np.linspace(-1, 1, 10, dtype=np.float32).reshape(2, 5)
+    same = compare_output("y", ref, ref.reshape(2, 1, 5), Tolerance())
+    assert same.failure_class is FailureClass.OUTPUT_LAYOUT and not same.passed
+    assert same.mnn_shape == (2, 1, 5) and same.max_abs == 0.0
+    assert same.reason == "same values in another layout: shape (2, 1, 5) vs reference (2, 5) (unit axes differ)"
+    dead = compare_output("y", ref, np.zeros((2, 1, 5), np.float32), Tolerance())
+    assert dead.failure_class is FailureClass.DEAD_OUTPUT and dead.reason.endswith(
+        "; and shape (2, 1, 5) vs reference (2, 5)")
+    # the same element count in another arrangement is not a layout question: values cannot be paired
+    other = compare_output("y", ref, ref.reshape(5, 2), Tolerance())
+    assert other.failure_class is FailureClass.SHAPE_MISMATCH and other.max_abs is None

@@ -68,8 +68,9 @@ def test_failing_cases_annotate_their_model_entry_once_per_model():
     assert list(by_model) == ["det", "cls", "rec", "vad"]
     assert by_model["det"] == (
         "::error file=suites/ocr.yaml,line=22,title=mnn-parity ocr/det%3A 1 FAIL::"
-        "doc-fail [cpu-fp32] FAIL out-of-tolerance: sigmoid_0.tmp_0: max abs 3.2e-02 > atol 0.0001 on 12.5%25 of "
-        "elements (cosine 0.99989)%0AReport: reports/ocr.md")
+        "doc-fail [cpu-fp32] FAIL out-of-tolerance: sigmoid_0.tmp_0: 12.5%25 of elements differ by more than atol "
+        "0.0001 + rtol 0.001 x |reference|; worst at [0]: MNN -0.968 vs reference -1 (max abs 3.2e-02, co…"
+        "%0AReport: reports/ocr.md")
     assert by_model["rec"].startswith("::error file=suites/ocr.yaml,line=57,title=mnn-parity ocr/rec%3A 1 ERROR::"
                                       "line [cpu-fp32] ERROR: conversion failed: unsupported op ConvInteger%0A")
     # vad: the CRASH fails the run, the XPASS beside it is news; the XFAIL is as expected and not named.

@@ -24,7 +24,7 @@ def test_markdown_puts_summary_then_failures_before_passes():
 def test_markdown_shows_reasons_classes_details_and_warnings():
     md = render_markdown(mixed())
     fail = mixed().results[2]
-    assert fail.reason.startswith("sigmoid_0.tmp_0: max abs 3.2e-02 > atol 0.0001 on 12.5% of elements")
+    assert fail.reason.startswith("sigmoid_0.tmp_0: 12.5% of elements differ by more than atol 0.0001 + rtol 0.001 x |reference|")
     assert fail.reason in md
     assert "dead-output" in md and "all zero (max \\|x\\| 4.17e-38)" in md    # escaped inside a table cell
     assert "<details><summary>det/doc-fail [cpu-fp32] — FAIL · out-of-tolerance</summary>" in md

@@ -21,14 +21,17 @@ Judgement = tuple[Optional[FailureClass], str]
 
 def judge_output(m: Measurement, tol: Tolerance, topk: Optional[TopK] = None) -> Judgement:
     if not m.shapes_match:
-        return FailureClass.SHAPE_MISMATCH, f"shape {_shape(m.mnn_shape)} vs reference {_shape(m.ref_shape)}"
+        return FailureClass.SHAPE_MISMATCH, f"shape {shape_text(m.mnn_shape)} vs reference {shape_text(m.ref_shape)}"
     if m.new_nan or m.new_inf:
         return (FailureClass.NAN_INF, f"{m.new_nan + m.new_inf} non-finite where the reference is finite "
                                       f"(NaN {m.new_nan}, Inf {m.new_inf})")
     mismatch_bad = m.mismatch_fraction > tol.mismatch_max
     near_zero = m.peak_abs <= tol.atol
     cosine_bad = (not near_zero) and m.cosine < tol.cosine_min
-    if (mismatch_bad or cosine_bad) and m.mnn_flat and not m.ref_flat:
+    # An integer output is ids or counts: a flat one is dead only when most of it is wrong; [0, 0] against [0, 1]
+    # is a tie broken the other way, not a dead layer.
+    plausible = _is_float(m.mnn_dtype) or m.mismatch_fraction > 0.5
+    if (mismatch_bad or cosine_bad) and m.mnn_flat and not m.ref_flat and plausible:
         what = (f"all zero (max |x| {m.mnn_peak:.2e})" if m.mnn_peak <= DEAD_ZERO_ABS
                 else f"constant {m.mnn_first:.6g}")
         return (FailureClass.DEAD_OUTPUT,
@@ -36,7 +39,8 @@ def judge_output(m: Measurement, tol: Tolerance, topk: Optional[TopK] = None) ->
     pct = f"{100 * m.mismatch_fraction:.3g}%"
     if mismatch_bad:
         return (FailureClass.OUT_OF_TOLERANCE,
-                f"max abs {m.max_abs:.1e} > atol {tol.atol:g} on {pct} of elements (cosine {m.cosine:.5f})")
+                f"{pct} of elements differ by more than atol {tol.atol:g} + rtol {tol.rtol:g} x |reference|"
+                f"{_worst(m)} (max abs {m.max_abs:.1e}, cosine {m.cosine:.5f})")
     if cosine_bad:
         return (FailureClass.OUT_OF_TOLERANCE,
                 f"cosine {m.cosine:.5f} < {tol.cosine_min:g} (max abs {m.max_abs:.1e}, "
@@ -47,6 +51,20 @@ def judge_output(m: Measurement, tol: Tolerance, topk: Optional[TopK] = None) ->
                 f"top-{topk.k} flipped at {m.topk.flips} of {m.topk.positions} positions along axis {topk.axis}"
                 + (f" ({ties} near-tie flips ignored)" if ties else ""))
     return None, ""
+
+
+def _or(value: Optional[float], default: float) -> float:
+    return default if value is None or value != value else value
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
+
+
+def _worst(m: Measurement) -> str:
+    if m.worst_index is None:
+        return ""
+    return f"; worst at {list(m.worst_index)}: MNN {m.worst_mnn:.6g} vs reference {m.worst_ref:.6g}"
 
 
 def to_comparison(name: str, m: Measurement, tol: Tolerance, judgement: Judgement) -> OutputComparison:
@@ -71,7 +89,10 @@ def judge_case(outputs: Sequence[OutputComparison]) -> Judgement:
         if len(outputs) == 1:
             return None, f"within tolerance ({_summary(worst)})"
         return None, f"{len(outputs)} outputs within tolerance (lowest cosine on {worst.name}: {_summary(worst)})"
-    first = min(failing, key=lambda o: order.index(o.failure_class))   # min is stable: list order breaks ties
+    # The most fundamental class first; within it the worst output (lowest cosine, then most elements off), so
+    # the headline names the output that matters, not a state tensor that is merely first; min is stable.
+    first = min(failing, key=lambda o: (order.index(o.failure_class), _or(o.cosine, 1.0),
+                                        -_or(o.mismatch_fraction, 0.0)))
     more = len(failing) - 1
     suffix = f" (+{more} more failing output{'s' if more > 1 else ''})" if more else ""
     return first.failure_class, f"{first.name}: {first.reason}{suffix}"
@@ -83,5 +104,5 @@ def _summary(o: OutputComparison) -> str:
     return f"max abs {o.max_abs:.1e}, cosine {o.cosine:.6f}"
 
 
-def _shape(shape) -> str:
+def shape_text(shape) -> str:
     return "(" + ", ".join(str(int(d)) for d in shape) + ")"

@@ -53,6 +53,10 @@ class Measurement:
     mnn_first: float = 0.0
     ref_range: tuple[float, float] = (0.0, 0.0)
     topk: Optional[TopKAgreement] = None
+    # the element furthest outside atol + rtol*|ref| (or, all inside, closest to its bound): where to look first
+    worst_index: Optional[tuple[int, ...]] = None
+    worst_ref: Optional[float] = None
+    worst_mnn: Optional[float] = None
 
 
 def measure(ref: np.ndarray, mnn: np.ndarray, tolerance: Tolerance, topk: Optional[TopK] = None) -> Measurement:
@@ -75,6 +79,7 @@ def measure(ref: np.ndarray, mnn: np.ndarray, tolerance: Tolerance, topk: Option
     new_nonfinite = np.isfinite(rf) & ~np.isfinite(mf)
     new_nan = int(np.isnan(mf[new_nonfinite]).sum())
     return Measurement(**base, shapes_match=True, **_errors(rb, mb, odd, rf.size, tolerance),
+                       **_worst(rb, mb, tolerance, None if both.all() else np.flatnonzero(both), ref.shape),
                        new_nan=new_nan, new_inf=int(new_nonfinite.sum()) - new_nan, **_shape_facts(rb, mb),
                        topk=topk_agreement(r, m, topk, tolerance) if topk is not None and ref.ndim and rf.size
                        else None)
@@ -92,6 +97,19 @@ def _errors(rb: np.ndarray, mb: np.ndarray, odd: int, size: int, tol: Tolerance)
         return dict(max_abs=float(diff.max()),
                     max_rel=float((diff / np.maximum(ref_abs, max(tol.atol, REL_FLOOR))).max()),
                     mean_abs=float(diff.mean()), cosine=cosine(rb, mb), mismatch_fraction=mismatched / size)
+
+
+def _worst(rb: np.ndarray, mb: np.ndarray, tol: Tolerance, positions: Optional[np.ndarray],
+           shape: tuple) -> dict:
+    """The worst element by the element-wise criterion, with its index in the output's own shape."""
+    if not rb.size:
+        return {}
+    with np.errstate(over="ignore", invalid="ignore"):
+        excess = np.abs(mb - rb) - (tol.atol + tol.rtol * np.abs(rb))
+    at = int(np.argmax(excess))
+    flat = int(positions[at]) if positions is not None else at
+    index = tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+    return dict(worst_index=index, worst_ref=float(rb[at]), worst_mnn=float(mb[at]))
 
 
 def _shape_facts(rb: np.ndarray, mb: np.ndarray) -> dict:

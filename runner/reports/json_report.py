@@ -6,6 +6,7 @@ from typing import Any
 
 from mnn_parity.records import CaseResult, json_number
 from mnn_parity.reports.ladder import ladder_json
+from mnn_parity.reports.tolerance_needed import tolerance_json
 from mnn_parity.reports.policy import RunSummary, counts, exit_status, slowdown
 from mnn_parity.resources import schema
 
@@ -30,6 +31,7 @@ def render_json(summary: RunSummary) -> dict[str, Any]:
         "cases": [_case_json(r) for r in summary.results],
         "stale": [{"model": m, "case": c, "backend": b} for m, c, b in summary.stale],
         "ladder": ladder_json(summary),
+        "tolerance_needed": tolerance_json(summary),
     }
 
 

@@ -7,6 +7,7 @@ from typing import Iterable, Iterator, Optional
 from mnn_parity.records import Verdict
 from mnn_parity.reports.formatting import md_table, text
 from mnn_parity.reports.ladder import ladder_md
+from mnn_parity.reports.tolerance_needed import tolerance_md
 from mnn_parity.reports.markdown_cases import case_details, outputs_block
 from mnn_parity.reports.markdown_summary import changes_md, counts_md, environment_md, latency_md, warnings_md
 from mnn_parity.reports.policy import RunSummary, by_place, exit_status, problems
@@ -105,6 +106,7 @@ def _markdown(s: RunSummary, level: int, limit: Optional[int], failure_cap: Opti
     out += changes_md(s, level)
     out += _failures_md(s, level, failure_cap)
     out += latency_md(s, level)
+    out += tolerance_md(s, level)
     out += warnings_md(s, level)
     out += _expected_md(s, level)
     out.append(f"<sub>Started {text(s.started or '?')}, took {s.duration_s:.1f} s. "

@@ -126,11 +126,13 @@ def _topk_cell(o: OutputComparison) -> str:
     if o.topk_agreement is None:
         return NONE
     text = f"{o.topk_agreement * 100:.4g}% agree"
-    if o.topk_flips:
-        text += f", {o.topk_flips} flips"
-    if o.near_tie_flips:
-        text += f", {o.near_tie_flips} near ties"
-    return text
+    notes = [_count(o.topk_flips, "flip"), _count(o.near_tie_flips, "near tie")]
+    notes = [n for n in notes if n]
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _count(n: Optional[int], noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}" if n else ""
 
 
 def outputs_rows(group: Sequence[CaseResult]) -> list[Row]:
@@ -167,8 +169,10 @@ def quiet_drift(s: RunSummary) -> str:
 
 
 def drift_sentence(d: Drift) -> str:
-    return (f"Against the golden (MNN {d.golden_mnn_version or '?'}, verdict {enum_value(d.golden_verdict) or '?'}): "
-            f"{d.drift_class.value}" + (f" — {d.note}" if d.note else ""))
+    if d.golden_mnn_version is None and d.golden_verdict is None:
+        return f"Against the golden: no golden yet ({d.drift_class.value})" + (f" — {d.note}" if d.note else "")
+    return (f"Against the golden (MNN {d.golden_mnn_version or 'unknown'}, verdict "
+            f"{enum_value(d.golden_verdict) or 'unknown'}): {d.drift_class.value}" + (f" — {d.note}" if d.note else ""))
 
 
 def rollup_rows(s: RunSummary) -> tuple[list[str], list[Row]]:
