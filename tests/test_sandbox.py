@@ -268,14 +268,25 @@ def test_np_dot_keeps_running_while_children_start(tmp_path: Path, how, expected
     whole process for good; children started through the sandbox leave it running."""
     script = tmp_path / "race.py"
     script.write_text(BLAS_RACE)
+    # The control is a race: it stalled in most tries, not all (one CI run saw RUNNING). Three tries for it; the
+    # sandbox must keep running in every one.
+    outcomes = [_race(script, how)]
+    while how == "preexec" and outcomes[-1] not in expected and len(outcomes) < 3:
+        outcomes.append(_race(script, how))
+    if how == "preexec":
+        assert set(outcomes) & expected, outcomes
+    else:
+        assert set(outcomes) <= expected, outcomes
+
+
+def _race(script: Path, how: str) -> str:
     proc = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, text=True)
     try:
-        outcome = proc.communicate(timeout=30)[0].strip()
+        return proc.communicate(timeout=30)[0].strip()
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        outcome = "HUNG"
-    assert outcome in expected
+        return "HUNG"
 
 
 def test_workers_of_both_engines_run_sandboxed(tmp_path: Path):
