@@ -42,8 +42,11 @@ mutation: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,mutation]'
 	$(PY) scripts/mutation.py
 
+# Each prints its figures beside its goal (README "Benchmarks"); none asserts anything.
 bench: data
+	$(PY) bench/startup.py
 	$(PY) bench/overhead.py
+	$(PY) bench/conformance.py
 
 clean:
 	rm -rf $(VENV) .cache

@@ -1,16 +1,23 @@
-"""How much the runner adds on top of the engines: its wall time beside a minimal script making the same calls.
+"""What the runner adds on top of the engines: its wall time beside a minimal script making the same calls.
 
-    .venv/bin/python bench/overhead.py [MANIFEST] [--repeat N]
+    .venv/bin/python bench/overhead.py [MANIFEST ...] [--jobs 1]
 
-The minimal script loads each converted model once per backend in this process and runs every case once, as a
-hand-written parity check would; the runner does the same work through its child processes (timing turned off,
-conversions already cached). Preprocessing is timed separately, since both pay for it. Prints figures only.
+For the given suites (default: every manifest in suites/), models quantized by MNN's quantizer left out (the
+minimal script would need the quantizer too):
+1. one untimed run fills the conversion cache (in a temporary folder);
+2. the runner, timed: `Session.run` with nothing changed — it must convert nothing (counted from the cache), and
+   it preprocesses, runs every case on the reference and every backend in its sandboxed engine processes with the
+   suite's latency warmup and repeats, compares, writes its reports;
+3. the floor, timed: one process, the same `.mnn` files, the same engine classes loaded in-process, the same
+   preprocessing, and per case the same calls (`timed` with the same warmup and repeats, streamed models frame by
+   frame); no comparison, no reports.
+Prints both, the ratio beside its goal (<= 1.05), and what the runner converted. Figures only; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,82 +25,82 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mnn_parity.inputs.cases import build_feeds, constant_feeds, list_cases  # noqa: E402
-from mnn_parity.conversion.mnnconvert import ConverterEnv, convert  # noqa: E402
-from mnn_parity.manifest.load import LatencySpec, load_suite, onnx_signature  # noqa: E402
-from mnn_parity.conversion.mnn_env import current_env  # noqa: E402
-from mnn_parity.execution.model_work import RunOptions, run_suite  # noqa: E402
-from runner.worker import MnnEngine, OnnxRuntimeEngine, run_stream  # noqa: E402
+
+def load(manifests: list[Path]):
+    from mnn_parity.manifest.load import load_suite
+
+    return [load_suite(path, ROOT) for path in manifests]
 
 
-def minimal(suite, feeds_by_model, converted) -> float:
+def unquantized(suite) -> frozenset[str]:
+    return frozenset(m.name for m in suite.models if m.convert.quantize is None)
+
+
+def run_runner(manifests: list[Path], suites, work: Path, jobs: int) -> tuple[float, int]:
+    """Seconds of one `run`, and how many conversions it made (new cache entries)."""
+    from mnn_parity.session import Session, SessionConfig
+
+    models = frozenset().union(*(unquantized(s) for s in suites))
+    config = SessionConfig(root=ROOT, jobs=jobs, models=models, localise="never", cache_dir=work / "cache",
+                           goldens_dir=work / "goldens", report_dir=work / "reports")
+    converted = work / "cache" / "converted"
+    before = len(list(converted.iterdir())) if converted.exists() else 0
     start = time.perf_counter()
-    for model in suite.models:
-        _, outputs = onnx_signature(model.onnx)
-        names = list(outputs)
-        inputs = list(onnx_signature(model.onnx)[0])
-        engines = [OnnxRuntimeEngine(str(model.onnx), [], names, {k: v for k, v in suite.reference.items()})]
-        engines += [MnnEngine(str(converted[model.name]), inputs, names, backend.runtime)
-                    for backend in suite.backends_for(model)]
-        for engine in engines:
-            for feeds in feeds_by_model[model.name]:
-                if model.stream:
-                    run_stream(engine, feeds, model.stream)
-                else:
-                    engine.infer(feeds)
+    Session(config).run(manifests)
+    seconds = time.perf_counter() - start
+    return seconds, len(list(converted.iterdir())) - before
+
+
+def floor(suites, work: Path) -> float:
+    """The same engine calls, in this process, on the runner's own cached conversions."""
+    from mnn_parity.conversion.mnn_env import current_env
+    from mnn_parity.conversion.mnnconvert import ConverterEnv, convert
+    from mnn_parity.engines.protocol import EngineSpec, load_engine
+    from mnn_parity.engines.worker import run_stream, timed
+    from mnn_parity.inputs.cases import build_feeds, constant_feeds, list_cases
+
+    env = current_env()
+    start = time.perf_counter()
+    for suite in suites:
+        for model in (m for m in suite.models if m.name in unquantized(suite)):
+            conversion = convert(model.onnx, model.convert, ConverterEnv(env.python, env.version),
+                                 work / "cache" / "converted", suite.limits)   # a cache hit: converted in step 1
+            if not conversion.ok:
+                continue
+            outputs = tuple(name for name, spec in model.outputs.items() if not spec.skip)
+            constants = constant_feeds(model)
+            feeds = [build_feeds(model, case, constants) for case in list_cases(model, suite.root)]
+            specs = [EngineSpec("onnxruntime", model.onnx, (), outputs, dict(suite.reference))]
+            specs += [EngineSpec("mnn", conversion.mnn_model, tuple(model.inputs), outputs, dict(b.runtime))
+                      for b in suite.backends_for(model)]
+            for spec in specs:
+                engine = load_engine(spec)
+                for case_feeds in feeds:
+                    run = ((lambda e=engine, f=case_feeds: run_stream(e, f, model.stream)) if model.stream
+                           else (lambda e=engine, f=case_feeds: e.infer(f)))
+                    timed(run, suite.latency.warmup, suite.latency.repeat)
+                engine.close()
     return time.perf_counter() - start
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("manifest", nargs="?", default=str(ROOT / "suites/ocr.yaml"))
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("manifests", nargs="*", help="default: every manifest in suites/")
+    parser.add_argument("--jobs", type=int, default=1, help="the runner's --jobs (the floor runs serially)")
     args = parser.parse_args()
-
-    suite = load_suite(Path(args.manifest), ROOT)
-    suite = replace(suite, latency=LatencySpec(warmup=0, repeat=0))
-    env = current_env()
-    cache = ROOT / ".cache"
-    converted = {}
-    for model in suite.models:
-        conversion = convert(model.onnx, model.convert, ConverterEnv(env.python, env.version), cache / "converted")
-        if conversion.ok:
-            converted[model.name] = conversion.mnn_model
-    suite = replace(suite, models=tuple(m for m in suite.models if m.name in converted))
-
-    start = time.perf_counter()
-    feeds_by_model = {}
-    for model in suite.models:
-        constants = constant_feeds(model)
-        feeds_by_model[model.name] = [build_feeds(model, case, constants) for case in list_cases(model, ROOT)]
-    preprocess_s = time.perf_counter() - start
-    cases = sum(len(v) for v in feeds_by_model.values())
-    runs = sum(len(v) * (1 + len(suite.backends_for(m))) for m, v in
-               ((m, feeds_by_model[m.name]) for m in suite.models))
-
-    options = RunOptions(mnn_python=env.python, mnn_version=env.version, cache_dir=cache, jobs=1)
-    runner_times, minimal_times = [], []
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        run_suite(suite, options)
-        runner_times.append(time.perf_counter() - start)
-        minimal_times.append(minimal(suite, feeds_by_model, converted))
-    parallel = RunOptions(**{**options.__dict__, "jobs": 2})
-    start = time.perf_counter()
-    run_suite(suite, parallel)
-    parallel_s = time.perf_counter() - start
-
-    runner_s = statistics.median(runner_times)
-    minimal_s = statistics.median(minimal_times)
-    same_work = minimal_s + preprocess_s      # the runner preprocesses inside its run; the minimal script did it above
-    print(f"suite {suite.name}: {len(suite.models)} models, {cases} cases, {runs} engine runs "
-          f"(reference + {len(suite.backends)} backends), median of {args.repeat}")
-    print(f"  preprocessing (both pay it)     {preprocess_s:8.2f} s")
-    print(f"  minimal in-process script       {minimal_s:8.2f} s")
-    print(f"  minimal + preprocessing         {same_work:8.2f} s")
-    print(f"  runner, --jobs 1                {runner_s:8.2f} s   overhead {runner_s - same_work:+.2f} s "
-          f"({(runner_s / same_work - 1) * 100:+.0f}%: worker processes, arrays through files, comparison)")
-    print(f"  runner, --jobs 2                {parallel_s:8.2f} s")
+    manifests = [Path(m).resolve() for m in args.manifests] or sorted((ROOT / "suites").glob("*.yaml"))
+    suites = load(manifests)
+    with tempfile.TemporaryDirectory(prefix="mnn-parity-bench-overhead-") as folder:
+        work = Path(folder)
+        _, first = run_runner(manifests, suites, work, args.jobs)      # fills the conversion cache
+        runner_s, converted = run_runner(manifests, suites, work, args.jobs)
+        floor_s = floor(suites, work)
+    models = sum(len(unquantized(s)) for s in suites)
+    print(f"suites: {', '.join(s.name for s in suites)}; {models} models (MNN-quantized ones left out); "
+          f"--jobs {args.jobs}; the first run converted {first}")
+    print(f"  minimal in-process script     {floor_s:7.2f} s")
+    print(f"  runner, nothing changed        {runner_s:7.2f} s   ratio {runner_s / floor_s:.2f}  (goal <= 1.05); "
+          f"converted {converted} (goal 0)")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,14 @@ SUCCESS_MARK = "Converted Success!"
 _UNSUPPORTED = re.compile(r"These Op Not Support:\s*(.*)")
 # MNN 3.6.1 writes "ONNX::ConvInteger | ONNX::MatMulInteger"; older releases separate with spaces or commas.
 _OP_SEPARATORS = re.compile(r"[\s|,]+")
+# ONNX Runtime's quantization tools write these (QOperator format, dynamic quantization); MNN 3.6.1 converted the
+# QDQ format of the same conv net but refused QLinearConv
+ORT_QUANTIZED_OPS = frozenset({"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSigmoid",
+                               "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat",
+                               "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM",
+                               "DynamicQuantizeMatMul", "QGemm"})
+QUANTIZED_HINT = ("; the model was quantized with ONNX Runtime's tools: convert the float model instead and let "
+                  "MNN quantize it (`convert: {quantize: {method: EMA}}`)")
 
 
 def converter_args(flags: ConvertFlags) -> list[str]:
@@ -69,7 +77,8 @@ def judge_log(log: str, output: Path) -> tuple[bool, str, tuple[str, ...]]:
     """Success means the converter said so *and* left a non-empty model file; anything else names the cause."""
     unsupported = parse_unsupported(log)
     if unsupported:
-        return False, "MNN cannot convert op(s): " + ", ".join(unsupported), unsupported
+        hint = QUANTIZED_HINT if set(unsupported) & ORT_QUANTIZED_OPS else ""
+        return False, "MNN cannot convert op(s): " + ", ".join(unsupported) + hint, unsupported
     if SUCCESS_MARK not in log:
         lines = [line.strip() for line in log.splitlines()
                  if line.strip() and not line.startswith(sandbox.NOTICE)]
