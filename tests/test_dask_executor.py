@@ -99,9 +99,12 @@ def engine_sandbox(onnx_path: str) -> str:
 
 
 def test_a_running_scheduler_is_used_and_engine_children_stay_sandboxed(repo: Path):
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+    from mnn_parity.execution.dask_executor import CONFIG
+
+    with dask.config.set(CONFIG), LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         address = cluster.scheduler_address.replace("tcp://", "dask://")
         result = run(["suites"], root=repo, executor=address, models=frozenset({"conv"}), report_dir=repo / "r")
