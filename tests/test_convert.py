@@ -35,7 +35,7 @@ def test_unsupported_op_is_named_and_the_failure_is_remembered(tmp_path: Path):
     model = onnx_models.conv_integer(tmp_path / "convint.onnx")
     failed = convert(model, ConvertFlags(), ENV, tmp_path / "cache")
     assert not failed.ok and failed.unsupported_ops == ("ConvInteger",)
-    assert failed.reason == "MNN cannot convert op(s): ConvInteger"
+    assert failed.reason == "MNN cannot convert op(s): ConvInteger" + mnnconvert.QUANTIZED_HINT
     assert failed.mnn_model is None
     assert convert(model, ConvertFlags(), ENV, tmp_path / "cache").cached
 
@@ -253,8 +253,10 @@ def test_judge_log_needs_both_the_success_line_and_the_file(tmp_path: Path):
     assert judge_log("Start to Optimize\nConverted Success!\n", output)[0]
     failed = judge_log("[12:00] :220: These Op Not Support: ONNX::ConvInteger ONNX::DynamicQuantizeLSTM \n"
                        "Converted Failed!", output)
-    assert failed == (False, "MNN cannot convert op(s): ConvInteger, DynamicQuantizeLSTM",
+    assert failed == (False, "MNN cannot convert op(s): ConvInteger, DynamicQuantizeLSTM" + mnnconvert.QUANTIZED_HINT,
                       ("ConvInteger", "DynamicQuantizeLSTM"))
+    plain = judge_log("These Op Not Support: ONNX::Einsum\nConverted Failed!", output)
+    assert plain[1] == "MNN cannot convert op(s): Einsum"          # no quantization advice for a float op
     assert parse_unsupported("nothing here") == ()
 
 

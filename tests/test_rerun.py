@@ -184,11 +184,12 @@ def matmul_suite(tmp_path: Path):
                                                                        mnn_version="3.6.1"), {})
 
 
-def test_a_state_dependent_abort_in_real_mnn_passes_on_its_rerun_and_is_marked_unstable(tmp_path: Path,
-                                                                                           monkeypatch):
+def test_a_state_dependent_abort_in_real_mnn_never_costs_the_verdict_and_is_marked_unstable(tmp_path: Path,
+                                                                                            monkeypatch):
     """The MatMul of two vectors corrupts MNN's heap; glibc notices (SIGABRT) in the next model's load or forward
-    for most heap layouts, and the layout follows the size of the environment. Whatever the layout, the second
-    model's verdict is PASS; where the abort happens, the case says so."""
+    for many heap layouts, and the layout follows the size of the environment: it aborted here in some CI runs and
+    in none of five layouts in another. Whatever the layout, the second model's verdict is PASS; where the abort
+    happened, the case says so (the fake-engine tests above pin the rerun logic itself)."""
     items, notes = matmul_suite(tmp_path), []
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)   # Dask's workers leave it set: glibc then trims
     for pad in (0, 16, 64, 256, 4096):
@@ -203,7 +204,8 @@ def test_a_state_dependent_abort_in_real_mnn_passes_on_its_rerun_and_is_marked_u
         notes.append(vec.unstable)
         if vec.unstable:
             break
-    assert notes[-1].startswith("CRASH (MNN killed by SIGABRT) in a worker that had run dot"), notes
+    assert all(note == "" or note.startswith("CRASH (MNN killed by SIGABRT) in a worker that had run dot")
+               for note in notes), notes
 
 
 def test_a_real_crash_is_rerun_and_stays_a_crash_with_what_mnn_said(tmp_path: Path):
