@@ -47,6 +47,7 @@ bench: data
 	$(PY) bench/startup.py
 	$(PY) bench/overhead.py
 	$(PY) bench/conformance.py
+	$(PY) bench/scaling.py
 
 clean:
 	rm -rf $(VENV) .cache
