@@ -27,7 +27,8 @@ def judge_output(m: Measurement, tol: Tolerance, topk: Optional[TopK] = None) ->
                                       f"(NaN {m.new_nan}, Inf {m.new_inf})")
     mismatch_bad = m.mismatch_fraction > tol.mismatch_max
     near_zero = m.peak_abs <= tol.atol
-    cosine_bad = (not near_zero) and m.cosine < tol.cosine_min
+    # Labels have no direction: cosine and max abs of class ids are arithmetic on names.
+    cosine_bad = (not near_zero) and (not m.labels) and m.cosine < tol.cosine_min
     # An integer output is ids or counts: a flat one is dead only when most of it is wrong; [0, 0] against [0, 1]
     # is a tie broken the other way, not a dead layer.
     plausible = _is_float(m.mnn_dtype) or m.mismatch_fraction > 0.5
@@ -37,6 +38,9 @@ def judge_output(m: Measurement, tol: Tolerance, topk: Optional[TopK] = None) ->
         return (FailureClass.DEAD_OUTPUT,
                 f"{what} where the reference spans [{m.ref_range[0]:.4g}, {m.ref_range[1]:.4g}]")
     pct = f"{100 * m.mismatch_fraction:.3g}%"
+    if mismatch_bad and m.labels:
+        return (FailureClass.OUT_OF_TOLERANCE,
+                f"{pct} of labels differ (mismatch_max {tol.mismatch_max:g}){_worst(m)}")
     if mismatch_bad:
         return (FailureClass.OUT_OF_TOLERANCE,
                 f"{pct} of elements differ by more than atol {tol.atol:g} + rtol {tol.rtol:g} x |reference|"

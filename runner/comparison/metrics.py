@@ -10,10 +10,13 @@ Rules worth knowing (each one is a decision, not an accident):
   are taken over positions where both sides are finite, so one NaN does not hide every other number.
 - The relative error of an element is |mnn − ref| / max(|ref|, atol): relative to the *reference*, with a floor,
   because below atol an element is judged by atol and a relative error there would only say "the reference is 0".
+- An integer (or bool) reference holds labels, ids or counts: an element matches only when equal, since
+  rtol·|ref| would let class 1000 pass as 999. A tolerance with atol >= 1 asks for numeric comparison instead
+  (a quantized uint8 output, say), and gets it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -57,12 +60,19 @@ class Measurement:
     worst_index: Optional[tuple[int, ...]] = None
     worst_ref: Optional[float] = None
     worst_mnn: Optional[float] = None
+    labels: bool = False                        # judged by equality: the fraction of labels that differ
+
+
+def labels_exact(ref_dtype: np.dtype, tolerance: Tolerance) -> bool:
+    return (np.issubdtype(ref_dtype, np.integer) or ref_dtype == np.bool_) and tolerance.atol < 1
 
 
 def measure(ref: np.ndarray, mnn: np.ndarray, tolerance: Tolerance, topk: Optional[TopK] = None) -> Measurement:
     """`tolerance` only sets what counts as a mismatched element and as a near tie; it judges nothing."""
     ref, mnn = np.asarray(ref), np.asarray(mnn)
     r, m = as_float64(ref, "reference"), as_float64(mnn, "MNN")
+    labels = labels_exact(ref.dtype, tolerance)
+    element_tol = replace(tolerance, atol=0.0, rtol=0.0) if labels else tolerance
     base = dict(ref_shape=tuple(int(d) for d in ref.shape), mnn_shape=tuple(int(d) for d in mnn.shape),
                 ref_dtype=str(ref.dtype), mnn_dtype=str(mnn.dtype),
                 nan_ref=int(np.isnan(r).sum()), inf_ref=int(np.isinf(r).sum()),
@@ -78,19 +88,20 @@ def measure(ref: np.ndarray, mnn: np.ndarray, tolerance: Tolerance, topk: Option
         rb, mb, odd = rf[both], mf[both], int((~both & ~same_nonfinite).sum())
     new_nonfinite = np.isfinite(rf) & ~np.isfinite(mf)
     new_nan = int(np.isnan(mf[new_nonfinite]).sum())
-    return Measurement(**base, shapes_match=True, **_errors(rb, mb, odd, rf.size, tolerance),
-                       **_worst(rb, mb, tolerance, None if both.all() else np.flatnonzero(both), ref.shape),
+    return Measurement(**base, shapes_match=True, labels=labels, **_errors(rb, mb, odd, rf.size, tolerance, labels),
+                       **_worst(rb, mb, element_tol, None if both.all() else np.flatnonzero(both), ref.shape),
                        new_nan=new_nan, new_inf=int(new_nonfinite.sum()) - new_nan, **_shape_facts(rb, mb),
                        topk=topk_agreement(r, m, topk, tolerance) if topk is not None and ref.ndim and rf.size
                        else None)
 
 
-def _errors(rb: np.ndarray, mb: np.ndarray, odd: int, size: int, tol: Tolerance) -> dict:
+def _errors(rb: np.ndarray, mb: np.ndarray, odd: int, size: int, tol: Tolerance, labels: bool) -> dict:
     # Finite float64 values can still differ by more than float64 holds (±1e308): such an error is inf, honestly.
     with np.errstate(over="ignore"):
         diff = np.abs(mb - rb)
         ref_abs = np.abs(rb)
-        mismatched = int((diff > tol.atol + tol.rtol * ref_abs).sum()) + odd
+        bound = 0.0 if labels else tol.atol + tol.rtol * ref_abs
+        mismatched = int((diff > bound).sum()) + odd
         if not diff.size:
             return dict(max_abs=0.0, max_rel=0.0, mean_abs=0.0, cosine=cosine(rb, mb),
                         mismatch_fraction=mismatched / size if size else 0.0)
