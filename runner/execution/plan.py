@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -55,10 +55,13 @@ def environment(options: RunOptions) -> dict:
 
 def plan(suite: Suite, options: RunOptions, env: Mapping[str, str]) -> list[WorkItem]:
     items = []
+    # Each item carries the suite without its other models: a Dask task pickles its item, and 1500 items each
+    # holding 1500 models made the conformance suite's tasks cost O(models²) to send.
+    alone = {model.name: replace(suite, models=(model,)) for model in suite.models}
     for model in suite.models:
         if options.models is not None and model.name not in options.models:
             continue
         backends = tuple(b for b in suite.backends_for(model)
                          if options.backends is None or b.name in options.backends)
-        items.append(WorkItem(suite, model, backends, options, dict(env)))
+        items.append(WorkItem(alone[model.name], model, backends, options, dict(env)))
     return items
