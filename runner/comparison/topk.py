@@ -43,6 +43,13 @@ def topk_agreement(r: np.ndarray, m: np.ndarray, topk: TopK, tol: Tolerance) -> 
 
 
 def _near_ties(rb: np.ndarray, mb: np.ndarray, ri: np.ndarray, mi: np.ndarray, tol: Tolerance) -> int:
+    return int(near_tie_mask(rb, mb, ri, mi, tol)[0].sum())
+
+
+def near_tie_mask(rb: np.ndarray, mb: np.ndarray, ri: np.ndarray, mi: np.ndarray,
+                  tol: Tolerance) -> tuple[np.ndarray, np.ndarray]:
+    """Per disagreeing position (rows of scores `rb`, `mb`; top-k indices `ri`, `mi`): whether it is a near tie,
+    and the reference's gap. `comparison/labels.py` judges an ArgMax's label flips by the same rule."""
     # Vectorised over the disagreeing positions: a segmentation map has hundreds of thousands of them when broken.
     kth = np.take_along_axis(rb, ri[:, -1:], axis=1)[:, 0]
     intruder = ~(mi[:, :, None] == ri[:, None, :]).any(axis=2)
@@ -53,7 +60,7 @@ def _near_ties(rb: np.ndarray, mb: np.ndarray, ri: np.ndarray, mi: np.ndarray, t
         diff = np.abs(mb - rb)
         err = np.where(np.isfinite(diff), diff, 0.0).max(axis=1)
         near = (gap <= tol.atol + tol.rtol * np.abs(kth)) | (gap <= err)
-    return int(near.sum())
+    return near, gap
 
 
 def _nan_last(x: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from mnn_parity.conversion.mnnconvert import Conversion, ConverterEnv, convert
 from mnn_parity.conversion.quantize import quantize
 from mnn_parity.engines.case_runner import DEFAULT_POLICY, Attempt, PooledRunner, unstable_note, wants_rerun
 from mnn_parity.engines.host import EngineCrash, EngineError, EngineProcess, EngineSpec, WorkerPool
-from mnn_parity.execution import localise_step
+from mnn_parity.execution import label_flips, localise_step
 from mnn_parity.execution.plan import WorkItem, now
 from mnn_parity.hashing import array_sha256
 from mnn_parity.inputs.calibration import calibration_feeds
@@ -218,6 +218,9 @@ class ModelWork:
                     if again.verdict is not judged.verdict:
                         judged = replace(again, unstable=unstable_note(judged.verdict.value, judged.reason,
                                                                        judged.attempt, again.verdict.value))
+                if label_flips.wanted(self.model, judged.comparisons):   # labels that differ, logits named
+                    self.phase(f"fetching logits of {case.name} on {backend.name}")
+                    judged = label_flips.relabel(self.item, backend, conversion, feeds, judged, reference[0])
                 self._emit_judged(case.name, backend, judged, reference, feeds, conversion, provenance)
         finally:
             runner.close()

@@ -16,7 +16,7 @@ from mnn_parity.manifest.defaults import DEFAULT_BACKENDS, REFERENCE_DEFAULTS, R
 from mnn_parity.manifest.issues import Issues, ManifestError, ManifestIssue
 from mnn_parity.manifest.schema import schema_issues
 from mnn_parity.manifest.semantic import semantic_issues
-from mnn_parity.manifest.spec import (BackendSpec, ConvertFlags, InputSpec, LatencySpec, Limits, ModelSpec,
+from mnn_parity.manifest.spec import (BackendSpec, ConvertFlags, InputSpec, LatencySpec, Limits, Logits, ModelSpec,
                                       OutputSpec, Suite, TopK)
 from mnn_parity.manifest.variants import expand as expand_variants
 from mnn_parity.manifest.yaml_reader import read_yaml
@@ -59,7 +59,8 @@ def _build_model(model: dict, root: Path, line: Optional[int] = None) -> ModelSp
                               tuple(spec["shape"]) if spec.get("shape") is not None else None)
               for name, spec in (model.get("inputs") or {}).items()}
     outputs = {name: OutputSpec(name, dict(spec.get("tolerance") or {}),
-                                TopK(**spec["topk"]) if spec.get("topk") else None, bool(spec.get("skip")))
+                                TopK(**spec["topk"]) if spec.get("topk") else None, bool(spec.get("skip")),
+                                Logits(**spec["logits"]) if spec.get("logits") else None)
                for name, spec in (model.get("outputs") or {}).items()}
     expect = model.get("expect") or {}
     return ModelSpec(

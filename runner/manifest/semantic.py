@@ -11,6 +11,7 @@ from typing import Iterable, Optional
 from mnn_parity.manifest.defaults import DEFAULT_BACKENDS
 from mnn_parity.manifest.dvc import dvc_hint
 from mnn_parity.manifest.issues import Issues, did_you_mean
+from mnn_parity.manifest.logits import logits_issues
 from mnn_parity.manifest.spec import CONSTANT_STEPS
 from mnn_parity.manifest.variants import variant_issues
 from mnn_parity.modelinfo import onnx_signature
@@ -40,6 +41,7 @@ def semantic_issues(data: dict, issues: Issues, root: Path, malformed: frozenset
         if signature is not None:
             _check_inputs(model, at, signature, issues)
             _check_outputs(model, at, signature, issues)
+            logits_issues(model, at, root, issues)
             _check_stream(model, at, signature, issues)
 
 

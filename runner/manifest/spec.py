@@ -26,6 +26,14 @@ class TopK:
 
 
 @dataclass(frozen=True)
+class Logits:
+    """An integer output's scores: the graph tensor (usually the input of the final ArgMax) whose argmax along
+    `axis` gives the labels. A failing label output is re-judged on it (`comparison/labels.py`)."""
+    tensor: str
+    axis: int = 1
+
+
+@dataclass(frozen=True)
 class QuantizeSpec:
     """The manifest's `convert.quantize`: MNN's own int8 quantizer run on the converted model
     (`conversion.quantize`), calibrated on preprocessed samples (`inputs.calibration`)."""
@@ -107,6 +115,7 @@ class OutputSpec:
     tolerance: dict = field(default_factory=dict)
     topk: Optional[TopK] = None
     skip: bool = False
+    logits: Optional[Logits] = None
 
 
 @dataclass(frozen=True)
