@@ -134,3 +134,25 @@ def gelu_then_round(path: Path, rows: int = 4, width: int = 16) -> Path:
     return _save(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
                                helper.make_tensor_value_info("h", TensorProto.FLOAT, shape)],
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+
+
+def stateful_round(path: Path, width: int = 4) -> Path:
+    """A streamed model: s = x + h; y = Round(s) * 2; h_next = s * 0.5. Frames whose s lands on k + 0.5 make MNN's
+    Round (half away from zero) differ from ONNX's (half to even); `stateful_frames` does so from frame 2 on."""
+    nodes = [helper.make_node("Add", ["x", "h"], ["s"], name="add"),
+             helper.make_node("Round", ["s"], ["r"], name="round"),
+             helper.make_node("Mul", ["r", "two"], ["y"], name="mul"),
+             helper.make_node("Mul", ["s", "half"], ["h_next"], name="decay")]
+    shape = [1, width]
+    return _save(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+                               helper.make_tensor_value_info("h", TensorProto.FLOAT, shape)],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape),
+                  helper.make_tensor_value_info("h_next", TensorProto.FLOAT, shape)],
+                 [_const("two", 2.0), _const("half", 0.5)])
+
+
+def stateful_frames() -> np.ndarray:
+    """(4 frames, 1, 4), binary fractions so that every sum is exact: with h0 = 0, s reaches [0.5, 2.5, 1.5, 0.5]
+    at frame 2 (frames 0 and 1 round alike in both engines)."""
+    return np.array([[[0.25, 0.125, 0.375, 0.125]], [[0.125, 0.25, 0.125, 0.25]],
+                     [[0.375, 2.34375, 1.34375, 0.34375]], [[0.0, 0.0, 0.0, 0.0]]], np.float32)

@@ -28,11 +28,18 @@ def wanted(mode: str, verdict: Verdict, expected_failure: Optional[str]) -> bool
 
 
 def localise_case(item: WorkItem, case: str, backend: BackendSpec, conversion: Conversion,
-                  feeds: dict[str, np.ndarray], comparisons: list[OutputComparison]) -> dict:
-    from mnn_parity.localisation import Case, Localisation, localise
-
+                  feeds: dict[str, np.ndarray], comparisons: list[OutputComparison],
+                  ref_outputs: Optional[dict] = None, mnn_outputs: Optional[dict] = None) -> dict:
     if item.model.stream:
-        return Localisation("skipped", suggestion="streamed (stateful) models are not localised yet").to_json()
+        return _localise_stream(item, case, backend, conversion, feeds, comparisons, ref_outputs or {},
+                                mnn_outputs or {})
+    return _localise(item, case, backend, conversion, feeds, comparisons).to_json()
+
+
+def _localise(item: WorkItem, case: str, backend: BackendSpec, conversion: Conversion, feeds: dict[str, np.ndarray],
+              comparisons: list[OutputComparison]):
+    from mnn_parity.localisation import Case, localise
+
     options = item.options
     failing = next((c for c in comparisons if not c.passed), comparisons[0] if comparisons else None)
     tolerance = failing.tolerance.as_dict() if failing is not None else None
@@ -43,4 +50,34 @@ def localise_case(item: WorkItem, case: str, backend: BackendSpec, conversion: C
                      Path(options.cache_dir) / "localise", item.suite.limits, repro_dir=repro,
                      case=Case(item.model.name, case, backend.name, tolerance),
                      converter=ConverterEnv(options.mnn_python, options.mnn_version))
-    return found.to_json()
+    return found
+
+
+def _localise_stream(item: WorkItem, case: str, backend: BackendSpec, conversion: Conversion,
+                     feeds: dict[str, np.ndarray], comparisons: list[OutputComparison], ref_outputs: dict,
+                     mnn_outputs: dict) -> dict:
+    """The first frame out of tolerance, rebuilt with ONNX Runtime's state, localised like any case
+    (`localisation/frames.py` says why)."""
+    from dataclasses import replace
+
+    from mnn_parity.localisation import Localisation
+    from mnn_parity.localisation.frames import choose_frame, frame_feeds
+
+    tolerances = {c.name: c.tolerance for c in comparisons if not c.missing}
+    frame = choose_frame(ref_outputs, mnn_outputs, tolerances)
+    if frame is None:
+        return Localisation("skipped", suggestion="no stacked outputs to compare frame by frame").to_json()
+    found = _localise(item, case, backend, conversion, frame_feeds(feeds, item.model.stream, ref_outputs, frame.index),
+                      comparisons)
+    where = (f"frame {frame.index} of {frame.count} (the first where {frame.output!r} leaves tolerance)"
+             if frame.diverged else f"frame {frame.index} of {frame.count} (the worst by cosine; none leaves "
+                                    "tolerance)")
+    fed = "localised with the state ONNX Runtime carried into it"
+    if frame.diverged and found.status == "none":
+        found = replace(found, status="drift", kind="accumulated-drift",
+                        suggestion=f"{where}: {fed}, MNN agrees, so no op of a frame is wrong on its own; the "
+                                   "small differences of earlier frames grow through the carried state. Loosen "
+                                   "the tolerance of the late frames' outputs, or check the state's precision")
+    else:
+        found = replace(found, suggestion=f"{where}, {fed}. {found.suggestion}".rstrip(". ") + ".")
+    return {**found.to_json(), "frame": frame.index}

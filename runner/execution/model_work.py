@@ -254,7 +254,7 @@ class ModelWork:
         if localise_step.wanted(self.options.localise, judged.verdict, self.model.expects_failure_on(backend.name)):
             self.phase(f"localising {case} on {backend.name}")
             located = localise_step.localise_case(self.item, case, backend, conversion, feeds,
-                                                  list(judged.comparisons))
+                                                  list(judged.comparisons), ref_outputs, attempt.outputs)
         case_provenance = {**provenance, "runtime": backend.runtime,
                            "input_sha256": {k: array_sha256(v) for k, v in feeds.items()}}
         self._emit(case, backend, judged.verdict, judged.reason, judged.failure_class, outputs=judged.comparisons,

@@ -51,7 +51,7 @@ def localisation_lines(found) -> list[str]:
                 f"`{text(found['tensor'])}`: max rel {_number(found.get('rel'))}, cosine "
                 f"{_number(found.get('cosine'))} against {_number(found.get('inherited_error'))} (1−cos) inherited "
                 f"from its inputs; segment {text(', '.join(found.get('segment') or []))}; verified alone: "
-                f"{found.get('verified')}")
+                f"{found.get('verified')}" + (f"; at frame {found['frame']}" if found.get("frame") is not None else ""))
     else:
         head = f"**Localisation:** {text(found.get('status', '?'))}"
     lines = [head, ""]
