@@ -131,6 +131,28 @@ def cmd_bless(args) -> int:
 
 
 def cmd_new(args) -> int:
+    """`new MODEL.onnx` writes a starting manifest; `new --tolerances MANIFEST` prints tolerances from its report."""
+    if bool(args.model) == bool(args.tolerances):
+        say("new: give exactly one of MODEL.onnx (write a starting manifest) or --tolerances MANIFEST "
+            "(propose tolerances from its last report)")
+        return EXIT_SETUP
+    if args.tolerances:
+        from mnn_parity.manifest import ManifestError
+        from mnn_parity.reports.propose import ProposalError, proposal_for
+        from mnn_parity.rootdir import find_root
+
+        if args.output or args.force:
+            say("new --tolerances prints the proposal; -o/--force are for `new MODEL.onnx`")
+            return EXIT_SETUP
+        manifest = Path(args.tolerances).resolve()
+        try:
+            text = proposal_for(manifest, find_root(manifest, args.root),
+                                Path(args.report_dir).resolve() if args.report_dir else None, args.margin)
+        except (ManifestError, ProposalError) as error:
+            say(str(error))
+            return EXIT_SETUP
+        print(text, end="")
+        return EXIT_OK
     from mnn_parity.scaffold import ScaffoldError, write_manifest
 
     try:
@@ -288,10 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     localise.add_argument("--backend", action="append", help="only this backend (repeatable)")
     localise.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
     localise.add_argument("--report-dir", help="where reports and reproducers go (default: reports/)")
-    new = commands.add_parser("new", help="write a starting manifest for an ONNX model")
-    new.add_argument("model", help="the .onnx file")
+    new = commands.add_parser("new", help="write a starting manifest for an ONNX model, or propose a suite's "
+                              "tolerances from its last report (--tolerances)")
+    new.add_argument("model", nargs="?", help="the .onnx file")
     new.add_argument("-o", "--output", help="manifest to write (default: suites/<model>.yaml)")
     new.add_argument("--force", action="store_true", help="overwrite an existing manifest")
+    new.add_argument("--tolerances", metavar="MANIFEST", help="instead of MODEL: print per model and output the "
+                     "tolerance its last report needed, as YAML to paste into MANIFEST")
+    new.add_argument("--report-dir", help="where the report is (default: reports/)")
+    new.add_argument("--margin", type=float, default=2.0, help="each measured worst is multiplied by this "
+                     "before rounding up (default 2)")
     init = commands.add_parser("init", help="prepare a repository: suites/, .gitignore, DVC for goldens/")
     init.add_argument("dir", nargs="?", default=".", help="the repository's root (default: here)")
     add_conformance_parser(commands)
