@@ -27,3 +27,32 @@ def make_repo(root: Path, monkeypatch, manifests: Mapping[str, str], build: Call
     monkeypatch.setenv("MNN_PARITY_CACHE_DIR", str(root / ".cache"))
     monkeypatch.chdir(root)
     return root
+
+
+def conv_root(root: Path) -> Path:
+    """models/conv.onnx (a 1x1 Conv + Relu) and inputs/a.npy, an all-ones (1, 3, 8, 8) tensor: what manifest
+    tests need to load a model entry without running it."""
+    from tests import onnx_models
+
+    onnx_models.conv_relu(root / "models/conv.onnx")
+    (root / "inputs").mkdir()
+    np.save(root / "inputs/a.npy", np.ones((1, 3, 8, 8), np.float32))
+    return root
+
+
+def guard_probe(path: Path, module: str, port: int) -> Path:
+    """A script standing in for a tool's child: it prints whether `module` can be found and whether a connection
+    to a local listener on `port` goes through, so a test sees each guard of the sandbox at work."""
+    path.write_text(
+        "import importlib.util, socket\n"
+        "try:\n"
+        f"    tools = 'importable' if importlib.util.find_spec({module!r}) else 'blocked'\n"
+        "except (ImportError, ValueError):\n"
+        "    tools = 'blocked'\n"
+        "print('MNN.tools:', tools)\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=5)\n"
+        "    print('network: connected')\n"
+        "except OSError as error:\n"
+        "    print('network: refused', error)\n")
+    return path

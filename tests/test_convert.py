@@ -15,6 +15,7 @@ from mnn_parity.conversion.mnnconvert import (ConverterEnv, cache_key, convert, 
 from mnn_parity.manifest.spec import ConvertFlags
 from mnn_parity.hashing import sha256_file
 from tests import onnx_models
+from tests.repos import guard_probe
 
 ENV = ConverterEnv(Path(sys.executable), "3.6.1")
 
@@ -55,19 +56,7 @@ def test_the_converter_never_touches_the_network_or_mnn_tools(tmp_path: Path, mo
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    probe = tmp_path / "probe.py"
-    probe.write_text(
-        "import importlib.util, socket\n"
-        "try:\n"
-        "    tools = 'importable' if importlib.util.find_spec('MNN.tools') else 'blocked'\n"
-        "except (ImportError, ValueError):\n"
-        "    tools = 'blocked'\n"
-        "print('MNN.tools:', tools)\n"
-        "try:\n"
-        f"    socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=5)\n"
-        "    print('network: connected')\n"
-        "except OSError as error:\n"
-        "    print('network: refused', error)\n")
+    probe = guard_probe(tmp_path / "probe.py", 'MNN.tools', listener.getsockname()[1])
     monkeypatch.setattr(mnnconvert, "CONVERTER_SCRIPT", probe)
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     probed = convert(onnx_models.conv_relu(tmp_path / "conv.onnx"), ConvertFlags(), ENV, tmp_path / "cache")

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mnn_parity.manifest import ManifestError, load_suite, load_suites
 from mnn_parity.manifest.semantic import shapes_fit
 from mnn_parity.manifest.tolerance import Tolerance, cascade
-from tests import onnx_models
+from tests.repos import conv_root
 
 GOOD = """\
 suite: unit
@@ -33,10 +32,7 @@ models:
 
 @pytest.fixture()
 def root(tmp_path: Path) -> Path:
-    onnx_models.conv_relu(tmp_path / "models/conv.onnx")
-    (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs/a.npy", np.ones((1, 3, 8, 8), np.float32))
-    return tmp_path
+    return conv_root(tmp_path)
 
 
 def write(root: Path, text: str, name: str = "suite.yaml") -> Path:

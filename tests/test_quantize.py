@@ -15,6 +15,7 @@ from mnn_parity.conversion.quantize import cache_key, quantize, quantizer_config
 from mnn_parity.engines.host import EngineProcess, EngineSpec
 from mnn_parity.manifest.spec import ConvertFlags, QuantizeSpec
 from tests import onnx_models
+from tests.repos import guard_probe
 
 ENV = ConverterEnv(Path(sys.executable), "3.6.1")
 RUNTIME = {"device": "CPU", "precision": "high", "threads": 1}
@@ -121,19 +122,7 @@ def test_the_quantizer_never_touches_the_network_or_mnn_tools(tmp_path: Path, mo
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    probe = tmp_path / "probe.py"
-    probe.write_text(
-        "import importlib.util, socket\n"
-        "try:\n"
-        "    tools = 'importable' if importlib.util.find_spec('MNN.tools.mnnquant') else 'blocked'\n"
-        "except (ImportError, ValueError):\n"
-        "    tools = 'blocked'\n"
-        "print('MNN.tools:', tools)\n"
-        "try:\n"
-        f"    socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=5)\n"
-        "    print('network: connected')\n"
-        "except OSError as error:\n"
-        "    print('network: refused', error)\n")
+    probe = guard_probe(tmp_path / "probe.py", 'MNN.tools.mnnquant', listener.getsockname()[1])
     monkeypatch.setattr(quantize_module, "QUANTIZER_SCRIPT", probe)
     fp32 = fp32_of(onnx_models.conv_relu(tmp_path / "conv.onnx"), tmp_path)
     probed = quantize(fp32, QuantizeSpec(method="EMA"), images(1, (1, 3, 8, 8)), ENV, tmp_path / "quantized")

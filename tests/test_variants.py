@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mnn_parity.manifest import ManifestError, load_suite
 from mnn_parity.manifest.variants import expand, split_name
-from tests import onnx_models
+from tests.repos import conv_root
 
 BASE = """\
 suite: unit
@@ -31,10 +30,7 @@ models:
 
 @pytest.fixture()
 def root(tmp_path: Path) -> Path:
-    onnx_models.conv_relu(tmp_path / "models/conv.onnx")
-    (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs/a.npy", np.ones((1, 3, 8, 8), np.float32))
-    return tmp_path
+    return conv_root(tmp_path)
 
 
 def load(root: Path, variants: str):
