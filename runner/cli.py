@@ -232,7 +232,8 @@ def cmd_conformance(args) -> int:
         return EXIT_SETUP
     events = terminal_events(args.verbosity)
     try:
-        run = run_conformance(root, mnn=args.mnn, jobs=args.jobs, ops=args.op, names=args.test, events=events)
+        run = run_conformance(root, mnn=args.mnn, jobs=args.jobs, ops=args.op, names=args.test, events=events,
+                              executor=args.executor)
     finally:
         events.close()
     report_dir = Path(args.report_dir).resolve() if args.report_dir else root / "reports"
@@ -255,6 +256,8 @@ def add_conformance_parser(commands) -> None:
                                       "report (reports/conformance.md)")
     conformance.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
     conformance.add_argument("--jobs", type=int, default=0, help="tests run in parallel (default: core count)")
+    conformance.add_argument("--executor", default="threads", type=executor_choice,
+                             help="threads (default), dask (a local cluster of --jobs workers) or dask://HOST:PORT")
     conformance.add_argument("--op", action="append", help="only the tests of this op, e.g. Relu (repeatable)")
     conformance.add_argument("--test", action="append", help="only this node test, e.g. test_relu (repeatable)")
     conformance.add_argument("--compare", metavar="JSON", help="a previous conformance JSON (e.g. "

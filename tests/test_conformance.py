@@ -93,6 +93,19 @@ def test_command_line_writes_reports_and_fails_on_a_broken_test(cache, tmp_path,
     assert status == 1
 
 
+@pytest.mark.slow
+def test_a_local_dask_cluster_gives_the_same_outcomes_as_threads(sample_run, cache, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setenv("MNN_PARITY_CACHE_DIR", str(cache))
+    out = tmp_path / "reports"
+    names = [n for n in EXPECTED if n != "test_equal_string"]
+    argv = ["--root", str(ROOT), "conformance", "--executor", "dask", "--jobs", "2", "--report-dir", str(out), "-q"]
+    assert main(argv + [arg for name in names for arg in ("--test", name)]) == 0
+    by_dask = json.loads((out / "conformance.json").read_text())["tests"]
+    by_threads = {o.name: (o.status, o.detail) for o in sample_run.outcomes if o.name in names}
+    assert {name: (t["status"], t["detail"]) for name, t in by_dask.items()} == by_threads
+
+
 # ------------------------------------------------------------------------------------------------ pure logic
 
 def test_markdown_stays_within_a_pull_request_comment():

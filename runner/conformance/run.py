@@ -27,14 +27,16 @@ class ConformanceRun:
 
 def run_conformance(root: Path, *, mnn: Optional[str] = None, jobs: int = 0, ops: Optional[Iterable[str]] = None,
                     names: Optional[Iterable[str]] = None, tree: str = TREE, events=None,
-                    cache_dir: Optional[Path] = None, converter: str = "persistent") -> ConformanceRun:
+                    cache_dir: Optional[Path] = None, converter: str = "persistent",
+                    executor: str = "threads") -> ConformanceRun:
     from mnn_parity.session import Session, SessionConfig
 
     root = Path(root).resolve()
     source, every = load_tests(root, tree)
     tests = select(every, ops, names)
     suite = build_suite(root, tests, tree, source)
-    config = SessionConfig(root=root, mnn=mnn, jobs=jobs, cache_dir=cache_dir, localise="never", converter=converter)
+    config = SessionConfig(root=root, mnn=mnn, jobs=jobs, cache_dir=cache_dir, localise="never", converter=converter,
+                           executor=executor)
     # Goldens play no part: a folder that never exists keeps the session's golden gate and drift out of the way.
     config = replace(config, goldens_dir=config.cache / "conformance-no-goldens")
     clock = time.monotonic()
