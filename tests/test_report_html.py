@@ -181,3 +181,15 @@ def test_a_missing_matplotlib_is_named_once(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     page = render_html(mixed())
     assert page.count("Plots need matplotlib") == 1 and "<img" not in page
+
+
+def test_past_the_plot_cap_failing_outputs_are_plotted_first(monkeypatch):
+    from mnn_parity.reports import plots
+
+    monkeypatch.setattr(plots, "PLOTS_MAX", 2)
+    drawn = []
+    monkeypatch.setattr(plots, "_error_plot", lambda model, output, by_backend: drawn.append(model) or model)
+    results = [case(f"good{i}", "c", Verdict.PASS, [good_output("y")]) for i in range(3)]
+    results.append(case("broken", "c", Verdict.FAIL, [bad_output("y")]))
+    made, left_out = plots.error_plots(summary(results))
+    assert drawn == ["good0", "broken"] and len(made) == 2 and left_out == 2   # chosen by failure, drawn in order

@@ -42,9 +42,19 @@ def error_plots(s: RunSummary) -> tuple[list[Plot], int]:
     for r in s.results:
         for o in r.outputs:
             groups.setdefault((r.model, o.name), defaultdict(list))[r.backend].append((r, o))
+    # Past the cap, the outputs that failed are chosen first, then the furthest from the reference: a long run's
+    # plots should show what went wrong, not the first models of the manifest. They are drawn in manifest order.
+    chosen = {key for key, _ in sorted(groups.items(), key=lambda item: _plot_rank(item[1]))[:PLOTS_MAX]}
     plots = [_error_plot(model, output, by_backend)
-             for (model, output), by_backend in list(groups.items())[:PLOTS_MAX]]
+             for (model, output), by_backend in groups.items() if (model, output) in chosen]
     return plots, max(0, len(groups) - PLOTS_MAX)
+
+
+def _plot_rank(by_backend: Mapping[str, list]) -> tuple[int, float]:
+    pairs = [pair for pairs in by_backend.values() for pair in pairs]
+    failed = any(_kind(r, o) == "fail" for r, o in pairs)
+    gaps = [g for g in (_gap(o) for _, o in pairs) if g is not None and finite(g)]
+    return (0 if failed else 1, -max(gaps, default=0.0))
 
 
 def _error_plot(model: str, output: str, by_backend: Mapping[str, list]) -> Plot:
