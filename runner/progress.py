@@ -60,7 +60,7 @@ class LiveEvents(PlainEvents):
 
         self.console = Console(stderr=True)
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                            TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"),
                             console=self.console, transient=True)
         self.task: Optional[int] = None
         self.lock = threading.Lock()    # cases finish on the executor's threads

@@ -183,4 +183,25 @@ def describe(result: CaseResult, failing: frozenset[str]) -> str:
         lines += ["", f"golden: {drift.drift_class.value}{blessed}{gate}" + (f"; {drift.note}" if drift.note else "")]
         if drift.outputs:
             lines += ["per output, MNN now against the golden:", outputs_table(drift.outputs)]
+    if result.localisation:
+        lines += ["", *localisation_text(result.localisation)]
     return "\n".join(lines)
+
+
+def localisation_text(found) -> list[str]:
+    """Where MNN first goes wrong (the run's `--localise fail` found it), as plain lines for a terminal."""
+    def number(x) -> str:
+        return "–" if x is None else f"{float(x):.2e}"
+
+    if found.get("status") == "blamed":
+        lines = [f"first divergent op: {found.get('node')} ({found.get('op_type')}), tensor {found.get('tensor')}: "
+                 f"max rel {number(found.get('rel'))}, cosine {number(found.get('cosine'))}; verified alone: "
+                 f"{found.get('verified')}"]
+    else:
+        lines = [f"localisation: {found.get('status', '?')}"
+                 + (f", at tensor {found['tensor']}" if found.get("tensor") else "")]
+    if found.get("kind") or found.get("suggestion"):
+        lines.append(f"diagnosis: {found.get('kind') or '–'} — {found.get('suggestion') or ''}".rstrip(" —"))
+    if found.get("repro"):
+        lines.append(f"reproducer: {found['repro']}")
+    return lines

@@ -27,8 +27,11 @@ Under pytest-xdist every worker collects every manifest and runs the models of t
 most once; a model whose items land on two workers runs on both, with the same verdicts. Items carry an
 `xdist_group` mark per model, so `-n N --dist loadgroup` keeps each model on one worker and runs it once.
 
+After selection (`-k`, `-m`, `--deselect`, `--lf`), a model runs only the cases and backends its remaining items
+name: `-k page_line03` converts the model and runs that case, not every case of it.
+
 Reports are not written unless `--mnn-parity-report-dir DIR` is given: then, at the end of the session, each
-suite's reports (as `mnn-parity run` writes them, through `reports.write_reports`) cover the models this process
+suite's reports (as `mnn-parity run` writes them, through `reports.write_reports`) cover the cases this process
 ran. Under xdist no report is written (each worker saw only part of a suite; `mnn-parity run` writes the whole
 report) and the terminal summary says so.
 """
@@ -89,6 +92,15 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Optional[p
     return ManifestFile.from_parent(parent, path=file_path, state=state_of(parent.config))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """After `-k`, `-m`, `--deselect` and `--lf` have had their say: each model runs only the cases and backends
+    of its items that are left, so selecting one case does not run (and localise) all the others."""
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        state.select(items)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is not None and state.report_dir is not None and not is_xdist_worker(session.config):
@@ -124,6 +136,8 @@ class ParityState:
     config: pytest.Config
     suite_paths: dict[str, Path] = field(default_factory=dict)
     runs: dict[tuple[Path, str], ModelRun] = field(default_factory=dict)
+    # (manifest, model) → the cases and backends of its selected items; a model not in it runs whole
+    selected: dict[tuple[Path, str], tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     def option(self, name: str) -> Optional[str]:
         return self.config.getoption(f"mnn_parity_{name}", None)
@@ -153,6 +167,17 @@ class ParityState:
         first = self.suite_paths.setdefault(suite, path)
         return first if first != path else None
 
+    def select(self, items: list[pytest.Item]) -> None:
+        from mnn_parity.pytest_items import CaseItem
+
+        chosen: dict[tuple[Path, str], tuple[set[str], set[str]]] = {}
+        for item in items:
+            if isinstance(item, CaseItem):
+                cases, backends = chosen.setdefault((item.suite.path, item.model), (set(), set()))
+                cases.add(item.case)
+                backends.add(item.backend)
+        self.selected = {key: (frozenset(c), frozenset(b)) for key, (c, b) in chosen.items()}
+
     def model_run(self, suite: Suite, model: str) -> ModelRun:
         key = (suite.path, model)
         if key not in self.runs:
@@ -162,8 +187,9 @@ class ParityState:
     def session_config(self, suite: Suite, model: Optional[str] = None) -> SessionConfig:
         from mnn_parity.session import SessionConfig
 
+        cases, backends = self.selected.get((suite.path, model), (None, None)) if model else (None, None)
         return SessionConfig(root=suite.root, mnn=self.option("mnn"), jobs=1,
-                             models=frozenset({model}) if model else None,
+                             models=frozenset({model}) if model else None, cases=cases, backends=backends,
                              goldens_dir=self.path_option("goldens"), fail_on=self.fail_on)
 
     def _run(self, suite: Suite, model: str) -> ModelRun:

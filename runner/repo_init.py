@@ -82,11 +82,15 @@ def _marker(root: Path, scm: str) -> list[str]:
 
 
 def ignored() -> tuple[str, ...]:
-    """The conversion cache; reports, rewritten by every run; and the folder beside goldens/ where a bless builds
-    the new tree and keeps its lock (goldens/ itself is ignored by `dvc add goldens`, which tracks it)."""
+    """The conversion cache; reports, rewritten by every run; the folder beside goldens/ where a bless builds the
+    new tree and keeps its lock; and goldens/ itself, which DVC stores and git versions through goldens.dvc.
+    `dvc add goldens` would append `/goldens` to .gitignore at the first bless, a change nobody commits (the
+    message says `git add goldens.dvc`); a teammate's `dvc pull` would then leave goldens/ untracked by git,
+    one `git add -A` away from committing the arrays. Ignored here, it is committed with what init wrote, and
+    DVC, seeing the folder ignored already, adds nothing."""
     from mnn_parity.goldens import GoldenStore
 
-    return ".cache/", "reports/", GoldenStore(Path(GOLDENS)).staging.name + "/"
+    return ".cache/", "reports/", GoldenStore(Path(GOLDENS)).staging.name + "/", f"/{GOLDENS}/"
 
 
 def _ignore(root: Path) -> list[str]:
@@ -99,7 +103,8 @@ def _ignore(root: Path) -> list[str]:
         return []
     prefix = "" if not text or text.endswith("\n") else "\n"
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(prefix + "# mnn-parity: conversion cache, reports, bless's staging folder\n"
+        handle.write(prefix + "# mnn-parity: conversion cache, reports, bless's staging folder, goldens (DVC stores "
+                     "them; git versions goldens.dvc)\n"
                      + "".join(f"{entry}\n" for entry in missing))
     return [f".gitignore: added {', '.join(missing)}"]
 
@@ -125,9 +130,11 @@ def next_steps(result: InitResult) -> str:
         "  2. mnn-parity new models/model.onnx    # writes suites/model.yaml from the model's inputs and outputs",
         f"     (or copy {EXAMPLE.as_posix()} to suites/NAME.yaml: every key is explained in it)",
         "  3. fill in every TODO, then: mnn-parity validate",
-        "  4. mnn-parity run                      # writes reports/NAME.md and reports/NAME.json",
+        "  4. mnn-parity run                      # writes reports/NAME.md, NAME.html and NAME.json",
         f"  5. mnn-parity bless                    # records {GOLDENS}/, tracked by {GOLDENS}.dvc",
-        f"  6. git add {GOLDENS}.dvc && dvc push     # share them (a DVC remote first: dvc remote add -d NAME URL)",
+        f"  6. git add {GOLDENS}.dvc && dvc push     # share them (a DVC remote first: dvc remote add -d NAME URL,",
+        "                                         # then commit .dvc/config)",
+        "  pytest suites/ runs the same suites as tests (pip install pytest; pytest-xdist for -n)",
     ])
 
 

@@ -45,7 +45,8 @@ def test_init_prepares_a_git_repository_and_says_what_comes_next(tmp_path, capsy
     assert main(["init", str(root)]) == 0
     said = capsys.readouterr().err
     assert (root / EXAMPLE).read_text().startswith("# An example suite manifest")
-    assert (root / ".gitignore").read_text().splitlines()[-3:] == [".cache/", "reports/", ".goldens.staging/"]
+    assert (root / ".gitignore").read_text().splitlines()[-4:] == [".cache/", "reports/", ".goldens.staging/",
+                                                                   "/goldens/"]
     assert "analytics = false" in _dvc_config(root)
     assert "no_scm" not in _dvc_config(root)
     assert not (root / MARKER).exists()           # .git marks the root already
@@ -71,7 +72,7 @@ def test_gitignore_is_appended_to_never_duplicated_or_clobbered(tmp_path):
     lines = (root / ".gitignore").read_text().splitlines()
     assert lines[:2] == ["node_modules", "/.cache"]
     assert lines.count("reports/") == 1 and ".cache/" not in lines
-    assert ".gitignore: added reports/, .goldens.staging/" in result.changes
+    assert ".gitignore: added reports/, .goldens.staging/, /goldens/" in result.changes
     init_repository(root)
     assert (root / ".gitignore").read_text().splitlines() == lines
 
@@ -179,6 +180,28 @@ def test_bless_in_an_initialised_repository_without_git_tracks_goldens(tmp_path,
     assert "goldens.dvc updated" in capsys.readouterr().err
     assert (root / "goldens.dvc").is_file() and any((root / "goldens").iterdir())
     assert not (root / "suites/deep/goldens").exists()
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def test_after_committing_what_init_wrote_a_bless_leaves_only_goldens_dvc_to_add(tmp_path, monkeypatch, capsys):
+    """The walk-through's order: init, commit what it says, bless, `git add goldens.dvc`: nothing else is left
+    changed (DVC found goldens/ ignored already), and a teammate's clone ignores the goldens `dvc pull` brings."""
+    root = _git_repo(tmp_path / "team")
+    assert main(["init", str(root)]) == 0
+    _git(root, "add", ".gitignore", ".dvc", ".dvcignore", "suites")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    _model_and_images(root)
+    (root / "suites/example.yaml").write_text(_fill((root / EXAMPLE).read_text()))
+    monkeypatch.chdir(root)
+    assert main(["bless", "--backend", "cpu-fp32", "--jobs", "1"]) == 0, capsys.readouterr().err
+    assert "goldens.dvc updated: `git add goldens.dvc" in capsys.readouterr().err
+    changed = _git(root, "status", "--porcelain", "--untracked-files=all").splitlines()
+    assert [line for line in changed if not line.startswith("?? ") or line[3:].startswith(("goldens", ".git"))] \
+        == ["?? goldens.dvc"]
+    assert _git(root, "check-ignore", "goldens/example").strip() == "goldens/example"
 
 
 def test_data_restore_in_a_team_repository_says_why_and_touches_nothing(tmp_path, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 means, under -k, --junitxml and xdist, and stays out of the way where there is no manifest."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -183,6 +184,18 @@ def test_k_selects_and_the_report_covers_the_models_run(pytester, repo: Path):
     assert (repo / "out/plug.md").exists()
 
 
+def test_a_selection_runs_only_its_cases_and_a_failure_says_where_mnn_goes_wrong(pytester, repo: Path):
+    result, outcomes = run_pytest(pytester, "suites", "-k", "conv and img1 and cpu-low and not known or round and not "
+                                  "known", "--mnn-parity-report-dir", "out")
+    assert outcomes == {"conv/img1[cpu-low]": "PASSED", "round/halves[cpu-fp32]": "FAILED"}
+    report = json.loads((repo / "out/plug.json").read_text())
+    # one case of conv's four ran: -k narrowed the model's run, not only the items reported
+    assert sorted((c["model"], c["case"], c["backend"]) for c in report["cases"]) == [
+        ("conv", "img1", "cpu-low"), ("round", "halves", "cpu-fp32")]
+    # the run localised the failing case (as `mnn-parity run` does): the failure shows what it found
+    result.stdout.fnmatch_lines(["FAIL (out-of-tolerance): *", "first divergent op: * (Round), tensor *"])
+
+
 def test_a_setup_problem_fails_every_item_even_an_expected_failure(pytester, repo: Path):
     result, outcomes = run_pytest(pytester, "suites", "-k", "round", "--mnn-parity-mnn", "../3.5")
     assert outcomes == {"round/halves[cpu-fp32]": "FAILED", "round-known/halves[cpu-fp32]": "FAILED"}
@@ -274,6 +287,18 @@ def test_an_unread_golden_or_a_missing_result_never_passes():
     assert judge(_result(Verdict.PASS, warnings=("golden not compared: layout 9",)), _run()).outcome == "fail"
     missing = judge(None, _run(problems=("goldens/ is tracked by goldens.dvc but missing",)))
     assert missing.outcome == "fail" and "goldens.dvc" in missing.message
+
+
+def test_a_failure_shows_the_localisation_found_by_the_run():
+    found = {"status": "blamed", "node": "r0", "op_type": "Round", "tensor": "y", "rel": 1.0, "cosine": 0.5,
+             "verified": "yes", "kind": "op-semantics", "suggestion": "MNN rounds halves away from zero"}
+    failing = _result(Verdict.FAIL)
+    message = judge(dataclasses.replace(failing, localisation=found), _run()).message
+    assert ("first divergent op: r0 (Round), tensor y: max rel 1.00e+00, cosine 5.00e-01; verified alone: yes"
+            in message.splitlines())
+    assert "diagnosis: op-semantics — MNN rounds halves away from zero" in message.splitlines()
+    drift = judge(dataclasses.replace(failing, localisation={"status": "drift", "tensor": "y"}), _run())
+    assert "localisation: drift, at tensor y" in drift.message.splitlines()
 
 
 def test_manifests_are_recognised_by_their_top_level_keys(tmp_path: Path):

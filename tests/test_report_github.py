@@ -127,9 +127,20 @@ def test_step_summary_is_appended_not_overwritten(tmp_path):
     github_outputs(result, {"GITHUB_STEP_SUMMARY": str(target)}, out)
     text = target.read_text()
     assert text.startswith("# from an earlier step\n# mnn-parity: ocr ❌")
-    assert text.count(render_markdown(mixed())) == 2
+    assert text.count(github.summary_markdown(mixed())) == 2
     assert text.count("## mnn-parity: 1 problem(s) in manifests or setup\n\n```text\nsuites/x.yaml:3: suite: bad") == 2
     assert out.getvalue() == ""                           # not in GitHub Actions: no workflow commands printed
+
+
+def test_the_step_summary_names_the_html_report_instead_of_a_link_that_leads_nowhere():
+    # relative to the job's summary page, `[ocr.html](ocr.html)` is a 404: the HTML is in the reports artifact
+    assert "[ocr.html](ocr.html)" in render_markdown(mixed())
+    shown = step_summary(_Result(outcomes=(_Outcome(_suite(), mixed()),)))
+    assert "(ocr.html)" not in shown
+    assert "Plots and every table: `ocr.html`, in the run's reports artifact." in shown.splitlines()
+    assert shown.replace("Plots and every table: `ocr.html`, in the run's reports artifact.", "") == \
+        render_markdown(mixed()).replace(next(line for line in render_markdown(mixed()).splitlines()
+                                              if line.startswith("Plots and every table")), "")
 
 
 def test_annotations_are_printed_only_inside_github_actions(tmp_path):

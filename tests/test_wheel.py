@@ -130,3 +130,49 @@ def test_init_new_validate_run_bless_from_a_subfolder_of_a_team_repository(insta
     restore = _run([tool, "data", "restore"], here)
     assert restore.returncode == 0 and "only restores mnn-parity's own bundled data set" in restore.stderr
     assert not (team / "data").exists()
+
+
+def test_pytest_and_github_outputs_from_the_installed_wheel(installed, tmp_path):
+    """The walk-through's steps 9 and 11: the plugin the wheel registers collects the suite (pytest installed
+    beside it, as docs/your-repository.md says), and inside GitHub Actions a failing run annotates the manifest
+    and fills the step summary; `.gitignore` as init wrote it already ignores what bless makes."""
+    team = _team_repository(tmp_path / "team")
+    tool, here = installed / "mnn-parity", team / "work"
+    assert _run([tool, "init", ".."], here).returncode == 0
+    assert _run(["git", "add", "."], team).returncode == 0                   # commit what init wrote
+    assert _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], team).returncode == 0
+    assert _run([tool, "new", "../models/tiny.onnx"], here).returncode == 0
+    _fill(team / "suites/tiny.yaml")
+    assert _run([tool, "bless", "--jobs", "1", "--backend", "cpu-fp32"], here).returncode == 0
+    changed = _run(["git", "status", "--porcelain", "--untracked-files=all"], team).stdout.splitlines()
+    assert not [line for line in changed if not line.startswith("??")], changed      # .gitignore untouched
+
+    got = _run([installed / "python", "-m", "pip", "install", "-q", "pytest"], team, timeout=900)
+    assert got.returncode == 0, got.stderr[-3000:]
+    tests = _run([installed / "python", "-m", "pytest", "-p", "no:cacheprovider", "-rA", "../suites/", "-k",
+                  "cpu-fp32"], here)
+    assert tests.returncode == 0, tests.stdout[-4000:]
+    assert "PASSED ../suites/tiny.yaml::tiny/1[cpu-fp32]" in tests.stdout, tests.stdout[-4000:]
+    assert re.search(r"2 passed, 2 deselected", tests.stdout), tests.stdout[-2000:]
+
+    manifest = team / "suites/tiny.yaml"
+    data = yaml.safe_load(manifest.read_text())
+    onnx_models.round_half(team / "models/round.onnx")                    # MNN rounds halves away from zero: FAIL
+    (team / "halves").mkdir()
+    np.save(team / "halves/h.npy", np.array([[0.5, 1.5, 2.5, -0.5, 3.5, 4.5, -2.5, 0.25]], np.float32))
+    data["models"].append({"name": "round", "onnx": "models/round.onnx",
+                           "inputs": {"x": {"files": "halves/*.npy", "preprocess": [{"load": {}}]}}})
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    (team / "suites/typo.yaml").write_text(yaml.safe_dump({**data, "suite": "typo", "modles": []}, sort_keys=False))
+    summary = tmp_path / "summary.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MNN_PARITY_", "PYTHON", "GITHUB_"))}
+    env.update(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary), GITHUB_WORKSPACE=str(team))
+    bad = subprocess.run([str(tool), "run", "--localise", "never", "--backend", "cpu-fp32"], cwd=here, env=env,
+                         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2, bad.stderr[-3000:]                             # the bad manifest: exit status 2
+    assert re.search(r"^::error file=suites/typo\.yaml,line=\d+,title=mnn-parity%3A manifest::modles: unknown key",
+                     bad.stdout, re.M), bad.stdout
+    assert re.search(r"^::error file=suites/tiny\.yaml,line=\d+,title=mnn-parity tiny/round%3A 1 FAIL::", bad.stdout,
+                     re.M), bad.stdout
+    shown = summary.read_text()
+    assert shown.startswith("# mnn-parity: tiny ❌") and "## mnn-parity: 1 problem(s) in manifests or setup" in shown

@@ -126,12 +126,22 @@ def annotations(result: _Result, workspace: Optional[str] = None) -> list[str]:
             + [line for outcome in result.outcomes for line in case_annotations(outcome, workspace)])
 
 
+# The report's link to its HTML page beside it: on the job's summary page there is no "beside", only a 404.
+_HTML_LINK = re.compile(r"^Plots and every table: \[[^\]\n]*\]\((?P<name>[^)\s]+\.html)\)[^\n]*$", re.M)
+
+
+def summary_markdown(summary: RunSummary) -> str:
+    """A suite's Markdown report as the step summary shows it: the HTML report named, not linked."""
+    return _HTML_LINK.sub(lambda m: f"Plots and every table: `{m['name']}`, in the run's reports artifact.",
+                          render_markdown(summary), count=1)
+
+
 def step_summary(result: _Result) -> str:
     """Every suite's Markdown report, then the run's problems, within what a step summary may hold."""
     parts: list[str] = []
     size = 0
     for i, outcome in enumerate(result.outcomes):
-        report = render_markdown(outcome.summary)
+        report = summary_markdown(outcome.summary)
         if size + len(report.encode()) > STEP_SUMMARY_MAX - 10_000:
             left = [o.summary.suite for o in result.outcomes[i:]]
             parts.append(f"{len(left)} more suite report(s) left out to fit the step summary: "
