@@ -182,10 +182,11 @@ def cmd_data(args) -> int:
     from mnn_parity.repo_init import pins_bundled_data
 
     root = args.root_dir
-    if args.action == "restore" and not pins_bundled_data(root):
+    if not pins_bundled_data(root):
         # A team's repository: its data/ (if any) is its own, and rebuilding mnn-parity's set there would clobber it.
-        say(f"data restore: nothing to do in {root}: it only restores mnn-parity's own bundled data set (data/, "
-            "pinned by data.dvc in the mnn-parity repository). Your own data is restored by `dvc pull`.")
+        say(f"data {args.action}: nothing to do in {root}: it only concerns mnn-parity's own bundled data set "
+            "(data/, pinned by data.dvc in the mnn-parity repository). Your own data is restored by `dvc pull` and "
+            "checked by `dvc status`.")
         return EXIT_OK
     try:
         from mnn_parity.conformance import source as conformance_source

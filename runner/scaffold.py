@@ -121,7 +121,8 @@ def class_axis(shape: list) -> Optional[int]:
 
 def write_manifest(model: Path, output: Optional[Path], root: Path, force: bool = False) -> Path:
     if not model.is_file():
-        raise ScaffoldError(f"{model}: no such file")
+        raise ScaffoldError(f"{model}: no such file (looked for {model.resolve()}; a relative path is read from "
+                            f"the working folder, {Path.cwd()}; the repository root is {root})")
     resolved = model.resolve()
     try:
         model_rel = str(resolved.relative_to(root.resolve()))

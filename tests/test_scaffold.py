@@ -135,3 +135,13 @@ def test_a_model_outside_the_repository_is_refused_with_where_to_put_it(tmp_path
     assert "not data/, which holds mnn-parity's bundled data set" in said
     assert "under data/" not in said
     assert not (root / "suites").exists()
+
+
+def test_a_missing_model_names_where_it_was_looked_for(tmp_path: Path, monkeypatch, capsys):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "sub").mkdir()
+    monkeypatch.delenv("MNN_PARITY_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path / "sub")
+    assert main(["new", "models/nope.onnx"]) == 2
+    said = capsys.readouterr().err
+    assert f"looked for {tmp_path / 'sub/models/nope.onnx'}" in said and f"the repository root is {tmp_path}" in said

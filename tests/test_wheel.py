@@ -128,7 +128,7 @@ def test_init_new_validate_run_bless_from_a_subfolder_of_a_team_repository(insta
     counts = json.loads((team / "reports/tiny.json").read_text())["counts"]
     assert counts["verdict"] == {"PASS": 4} and counts["drift"] == {"identical": 4}   # 2 cases x 2 backends
     restore = _run([tool, "data", "restore"], here)
-    assert restore.returncode == 0 and "only restores mnn-parity's own bundled data set" in restore.stderr
+    assert restore.returncode == 0 and "only concerns mnn-parity's own bundled data set" in restore.stderr
     assert not (team / "data").exists()
 
 
