@@ -130,16 +130,29 @@ class Session:
         return self._result(outcomes, problems, interrupted)
 
     def bless(self, paths: Iterable[Path]) -> SessionResult:
-        from mnn_parity.goldens import GoldenError, GoldenStore
+        from mnn_parity.goldens import GoldenStore
+        from mnn_parity.goldens.storage import BlessBusy
 
         suites, problems = self.load(paths)
+        problems += self._golden_gate()     # blessing over unpulled goldens would drop every other suite's pin
         if problems:
             return SessionResult(problems=tuple(problems), exit_status=EXIT_SETUP)
+        store = GoldenStore(self.config.goldens)
+        try:
+            # held from before the run until `dvc add goldens` is done: a second bless is refused at once,
+            # instead of running its suites and then racing this one's writes or its `dvc add`
+            with store.exclusive():
+                return self._bless_locked(suites, store)
+        except BlessBusy as busy:
+            return SessionResult(problems=(f"bless refused: {busy}",), exit_status=EXIT_SETUP)
+
+    def _bless_locked(self, suites: list[Suite], store) -> SessionResult:
+        from mnn_parity.goldens import GoldenError
+
         executed, env_problem, interrupted = self._execute_all(suites)
         if env_problem or interrupted:
             return SessionResult(problems=tuple([env_problem or "interrupted: nothing was blessed"]),
                                  exit_status=EXIT_INTERRUPTED if interrupted else EXIT_SETUP)
-        store = GoldenStore(self.config.goldens)
         refused = 0
         for run in executed:
             blessable = [r for r in run.runs if r.result.verdict.ran]
@@ -156,7 +169,9 @@ class Session:
                                      exit_status=EXIT_SETUP)
             self.events.message(f"blessed {len(blessable)} golden(s) for suite {run.suite.name} under MNN "
                                 f"{run.environment['mnn_version']}")
-        self._track_goldens()
+        untracked = self._track_goldens()
+        if untracked:
+            return SessionResult(suites=tuple(suites), problems=(untracked,), exit_status=EXIT_SETUP)
         return SessionResult(suites=tuple(suites), exit_status=EXIT_FAIL if refused else EXIT_OK)
 
     # -- stages
@@ -182,11 +197,20 @@ class Session:
         return suites, problems
 
     def _golden_gate(self) -> list[str]:
-        """A CI job that forgot `dvc pull` must not silently compare against nothing."""
-        if self.config.goldens_dir is None and (self.config.root / "goldens.dvc").exists() \
-                and not self.config.goldens.exists():
+        """A CI job that forgot `dvc pull` must not silently compare against nothing, nor a bless replace the
+        pinned goldens by the few it writes: goldens.dvc pins files and goldens/ is missing, or holds none (an
+        empty folder left by a failed pull, or made by hand)."""
+        dvc_file = self.config.root / "goldens.dvc"
+        if self.config.goldens_dir is not None or not dvc_file.exists():
+            return []
+        goldens = self.config.goldens
+        if not goldens.exists():
             return ["goldens/ is tracked by goldens.dvc but missing: run `dvc pull goldens.dvc` "
                     f"(repository root {self.config.root})"]
+        pinned = _pinned_files(dvc_file)
+        if pinned and not any(path.is_file() for path in goldens.rglob("*")):
+            return [f"goldens/ is tracked by goldens.dvc ({pinned} file(s)) but holds no file: run "
+                    f"`dvc pull goldens.dvc` (repository root {self.config.root})"]
         return []
 
     def _execute_all(self, suites: list[Suite], write: bool = True) -> tuple[list[_Executed], str, bool]:
@@ -278,15 +302,21 @@ class Session:
         return SessionResult(tuple(outcomes), tuple(problems), status, interrupted,
                              tuple(o.suite for o in outcomes))
 
-    def _track_goldens(self) -> None:
+    def _track_goldens(self) -> str:
+        """`dvc add goldens`; a setup problem to return when goldens.dvc pins goldens/ and now no longer matches
+        it (a later `dvc status` would say modified, a teammate's `dvc pull` would bring the old goldens back)."""
         from mnn_parity.bundled.restore import dvc_track
 
         if self.config.goldens_dir is not None:
             self.events.message("goldens/ not tracked by DVC: a --goldens folder is not tracked")
-            return
+            return ""
         problem = dvc_track(self.config.root, "goldens")
+        if problem and (self.config.root / "goldens.dvc").exists():
+            return (f"goldens/ was blessed but goldens.dvc could not be updated ({problem}): run `dvc add goldens` "
+                    f"(repository root {self.config.root})")
         self.events.message("goldens.dvc updated: `git add goldens.dvc && dvc push` to share them" if not problem
                             else f"goldens/ not tracked by DVC: {problem}")
+        return ""
 
 
 def _merge(suite: Suite, outcomes, info: dict, started: str, duration_s: float) -> _Executed:
@@ -294,6 +324,21 @@ def _merge(suite: Suite, outcomes, info: dict, started: str, duration_s: float) 
     seen = next((o.onnxruntime_version for o in outcomes if o.onnxruntime_version), "")
     environment = {**info, "onnxruntime_version": seen or info.get("onnxruntime_version", "")}
     return _Executed(suite, runs, environment, [e for o in outcomes for e in o.setup_errors], started, duration_s)
+
+
+def _pinned_files(dvc_file: Path) -> int:
+    """How many files a .dvc file says its output holds (`nfiles:`); 1 when it does not say, 0 when unreadable."""
+    import yaml
+
+    from mnn_parity.manifest.dvc import MAX_DVC_FILE
+
+    try:
+        with open(dvc_file, "rb") as handle:
+            outs = (yaml.safe_load(handle.read(MAX_DVC_FILE)) or {}).get("outs")
+    except Exception:   # unreadable or not YAML: DVC itself will say so; the missing-folder check still holds
+        return 0
+    counts = [out.get("nfiles", 1) for out in outs if isinstance(out, dict)] if isinstance(outs, list) else []
+    return sum(count for count in counts if isinstance(count, int) and not isinstance(count, bool))
 
 
 def _case_count(items) -> int:

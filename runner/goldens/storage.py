@@ -13,7 +13,8 @@ a newer ONNX Runtime) must not rewrite the reference another backend's verdict w
 A bless builds the new tree in a staging folder *beside* the goldens root (`.<root>.staging/`), never inside it:
 the root is tracked by DVC, and a killed bless must not leave junk that `dvc status` reports or `dvc add` pins.
 The tree is then swapped in (renameat2 exchange where the kernel has it). Blesses of one store are serialised by a
-lock; a second one is refused at once rather than queued.
+lock, held by `mnn-parity bless` from before it runs anything until its `dvc add goldens` is done; a second one is
+refused at once rather than queued. A run reading goldens meanwhile never waits for it.
 """
 from __future__ import annotations
 
@@ -34,10 +35,15 @@ LAYOUT_FILE = "LAYOUT"
 Key = tuple[str, str, str]     # (model, case, backend)
 
 
+class BlessBusy(GoldenError):
+    """Another process holds the bless lock of this store."""
+
+
 class GoldenStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.staging = self.root.parent / f".{self.root.name}.staging"
+        self._held = 0      # the bless lock is re-entrant within this store: `exclusive()` around `bless()`
 
     # reading
 
@@ -101,9 +107,17 @@ class GoldenStore:
         """Undo what killed blesses left, for every suite (the CLI calls this before it reads goldens)."""
         if not self.staging.is_dir():
             return
-        with self._lock():
-            for encoded in {p.name.split("~")[0] for p in self.staging.iterdir() if "~" in p.name}:
-                self._recover(encoded)
+        try:
+            with self._lock():
+                for encoded in {p.name.split("~")[0] for p in self.staging.iterdir() if "~" in p.name}:
+                    self._recover(encoded)
+        except BlessBusy:
+            return   # a bless is running: it recovers at its own start, and readers find a set-aside tree
+
+    def exclusive(self) -> contextlib.AbstractContextManager:
+        """Hold the bless lock for a whole bless: its run, its writes and its `dvc add goldens`. A second bless
+        is refused at once (GoldenError) instead of running its suites and racing the first one's `dvc add`."""
+        return self._lock()
 
     # internals
 
@@ -150,15 +164,24 @@ class GoldenStore:
     def _lock(self) -> Iterator[None]:
         import fcntl
 
+        if self._held:
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+            return
         self.staging.mkdir(parents=True, exist_ok=True)
         with open(self.staging / "bless.lock", "a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise GoldenError(f"another bless of {self.root} is running; nothing was written") from None
+                raise BlessBusy(f"another bless of {self.root} is running; nothing was written") from None
+            self._held = 1
             try:
                 yield
             finally:
+                self._held = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 

@@ -212,7 +212,8 @@ def read_yaml(path: Path, label: str) -> Document:
         return Document(None, {}, [])
     walk, data = composed
     issues = [ManifestIssue(label, format_path(key_path), second,
-                            f"key {key_path[-1]!r} is written twice, on lines {first} and {second}; "
+                            f"key {key_path[-1]!r} is written twice, "
+                            f"{f'on lines {first} and {second}' if first != second else f'on line {first}'}; "
                             "YAML would silently keep only the last")
               for key_path, first, second in walk.duplicates]
     return Document(data, walk.lines, issues)
