@@ -119,6 +119,7 @@ class Session:
         """`run` for suites already loaded: the pytest plugin loads each manifest while collecting, runs one
         model at a time (`config.models`) and writes reports itself, if asked, once every model has run."""
         problems = list(problems)
+        self._finish_killed_bless()
         gate = self._golden_gate()
         if gate or not suites:
             return SessionResult(problems=tuple(problems + gate), exit_status=EXIT_SETUP if problems or gate
@@ -154,6 +155,7 @@ class Session:
             return SessionResult(problems=tuple([env_problem or "interrupted: nothing was blessed"]),
                                  exit_status=EXIT_INTERRUPTED if interrupted else EXIT_SETUP)
         refused = 0
+        store.mark_untracked()
         for run in executed:
             blessable = [r for r in run.runs if r.result.verdict.ran]
             for r in run.runs:
@@ -172,6 +174,7 @@ class Session:
         untracked = self._track_goldens()
         if untracked:
             return SessionResult(suites=tuple(suites), problems=(untracked,), exit_status=EXIT_SETUP)
+        store.clear_untracked()
         return SessionResult(suites=tuple(suites), exit_status=EXIT_FAIL if refused else EXIT_OK)
 
     # -- stages
@@ -179,12 +182,13 @@ class Session:
     def load(self, paths: Iterable[Path]) -> tuple[list[Suite], list[str]]:
         """Every manifest on its own: one bad manifest is reported, the good ones still run."""
         from mnn_parity.manifest import ManifestError, find_manifests, load_suite
+        from mnn_parity.manifest.load import missing_manifest
 
         suites, problems, names = [], [], {}
         for path in find_manifests([Path(p) for p in paths]):
             try:
                 if not path.exists():
-                    raise ManifestError([_issue(path, "no such file or folder")])
+                    raise ManifestError([missing_manifest(path, self.config.root)])
                 suite = load_suite(path, self.config.root)
             except ManifestError as error:
                 problems += [str(issue) for issue in error.issues]
@@ -221,6 +225,9 @@ class Session:
             env = ensure_env(self.config.mnn)   # shared by every repository: the user cache, or $MNN_PARITY_MNN_ENVS
         except MnnEnvError as error:
             return [], f"cannot use MNN {self.config.mnn}: {error}", False
+        from mnn_parity.conversion.cache import sweep
+
+        sweep(self.config.cache)   # what killed conversions left behind
         try:   # one executor for every suite: a Dask cluster starts once per session
             executor = make_executor(self.config.executor, self.config.jobs or os.cpu_count() or 1).start()
         except ExecutorError as error:
@@ -302,6 +309,22 @@ class Session:
         return SessionResult(tuple(outcomes), tuple(problems), status, interrupted,
                              tuple(o.suite for o in outcomes))
 
+    def _finish_killed_bless(self) -> None:
+        """A bless killed between its swap and the end of its `dvc add goldens`: do the add now, unless a bless is
+        running (it does its own)."""
+        from mnn_parity.goldens import GoldenStore
+        from mnn_parity.goldens.storage import BlessBusy
+
+        store = GoldenStore(self.config.goldens)
+        if self.config.goldens_dir is not None or not store.untracked_pending():
+            return
+        try:
+            with store.exclusive():
+                if not self._track_goldens():
+                    store.clear_untracked()
+        except BlessBusy:
+            return
+
     def _track_goldens(self) -> str:
         """`dvc add goldens`; a setup problem to return when goldens.dvc pins goldens/ and now no longer matches
         it (a later `dvc status` would say modified, a teammate's `dvc pull` would bring the old goldens back)."""
@@ -354,9 +377,3 @@ def _case_count(items) -> int:
             cases = 1
         total += cases * len(item.backends)
     return total
-
-
-def _issue(path: Path, message: str):
-    from mnn_parity.manifest import ManifestIssue
-
-    return ManifestIssue(str(path), "", None, message)

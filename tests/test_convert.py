@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnn_parity.conversion import mnnconvert
@@ -284,3 +285,27 @@ def test_a_run_converts_its_models_in_one_long_lived_child_unless_asked_for_fres
     assert started == children
     if batch._shared is not None:
         batch._shared.close()
+
+
+def test_a_run_sweeps_what_killed_conversions_left_even_with_every_model_cached(tmp_path: Path, monkeypatch):
+    import json
+    import socket
+    import subprocess
+
+    from mnn_parity.cli import main
+    from tests.repos import make_repo, one_model_manifest
+
+    repo = make_repo(tmp_path, monkeypatch, {"s": one_model_manifest("s", "conv")}, onnx_models.conv_relu, "conv",
+                     {"a": np.random.RandomState(0).rand(1, 3, 8, 8).astype(np.float32)})
+    assert main(["run", "-q", "--localise", "never"]) == 0        # converts: the cache now holds the model
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = repo / ".cache/converted" / f".{'1' * 24}-killed"
+    killed.mkdir()
+    (killed / "owner.json").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    ownerless_old, ownerless_new = repo / ".cache/quantized/.old-x", repo / ".cache/quantized/.new-x"
+    for folder in (ownerless_old, ownerless_new):
+        folder.mkdir(parents=True)
+    os.utime(ownerless_old, (time.time() - 7200, time.time() - 7200))   # died before writing its owner record
+    assert main(["run", "-q", "--localise", "never"]) == 0        # nothing to convert: the sweep alone removes them
+    assert not killed.exists() and not ownerless_old.exists() and ownerless_new.exists()

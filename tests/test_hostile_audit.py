@@ -137,3 +137,32 @@ def test_a_whole_run_under_strace_makes_no_connect_call(repo: Path):
     assert sum(1 for line in lines if "execve(" in line and "sandbox.py" in line) >= 3   # converter + 2 engines
     assert [line for line in lines if "connect(" in line] == []
     assert all("EACCES" in line for line in lines if "socket(" in line)
+
+
+@pytest.mark.slow
+def test_a_bless_killed_before_its_dvc_add_ended_is_finished_by_the_next_run(repo: Path, monkeypatch):
+    import subprocess
+
+    import mnn_parity.bundled.restore as restore
+    from mnn_parity.repo_init import init_repository
+
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    init_repository(repo)
+    dvc = [str(Path(sys.executable).with_name("dvc")), "status", "goldens.dvc"]
+    assert main(["bless"]) == 0 and (repo / "goldens.dvc").exists()
+    assert "up to date" in subprocess.run(dvc, cwd=repo, capture_output=True, text=True).stdout
+
+    real_track = restore.dvc_track
+
+    def killed(root, folder):
+        raise KeyboardInterrupt   # the user's Ctrl-C, after the new goldens were swapped in
+    monkeypatch.setattr(restore, "dvc_track", killed)
+    assert main(["bless"]) == 130
+    store = GoldenStore(repo / "goldens")
+    assert store.untracked_pending()
+    assert "modified" in subprocess.run(dvc, cwd=repo, capture_output=True, text=True).stdout
+
+    monkeypatch.setattr(restore, "dvc_track", real_track)
+    assert main(["run", "-q", "--localise", "never"]) == 0
+    assert not store.untracked_pending()
+    assert "up to date" in subprocess.run(dvc, cwd=repo, capture_output=True, text=True).stdout

@@ -154,3 +154,9 @@ def test_drifted_cases_say_how_far_they_moved_from_the_golden():
     row = next(line for line in changes.splitlines() if line.startswith("| det ") and "page" in line)
     assert "3.20e-02" in row                      # the golden comparison's max abs, not the reference's
     assert "| text " not in changes.split("## Passes")[0].split("how far")[1]
+
+
+def test_a_description_of_many_lines_is_one_paragraph_above_the_summary():
+    md = render_markdown(replace(mixed(), description="x\n" * 1000))
+    head = md.splitlines()[:4]
+    assert head[2] == " ".join(["x"] * 1000) and head[3] == ""

@@ -103,6 +103,8 @@ def test_ctrl_c_stops_children_within_seconds_and_writes_a_partial_report(tmp_pa
     assert time.monotonic() - started < 5, err
     report = json.loads((tmp_path / "reports/slow.json").read_text())
     assert "partial" in report["environment"]["interrupted"]
+    # the model Ctrl-C cut short is left out, not reported as MNN crashing (killed by the runner's own SIGKILL)
+    assert [c["verdict"] for c in report["cases"] if c["verdict"] == "CRASH"] == []
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / ".cache")], capture_output=True, text=True).stdout
     assert not leftover.strip()
 
@@ -121,3 +123,16 @@ def test_each_command_finds_its_own_root_not_the_previous_ones(tmp_path: Path, m
     monkeypatch.chdir(tmp_path)
     assert main(["validate", str(tmp_path / "one/suites/s.yaml")]) == 0
     assert main(["validate", str(tmp_path / "two/suites/s.yaml")]) == 0
+
+
+def test_a_missing_manifest_names_the_working_folder_and_the_root(tmp_path: Path, monkeypatch, capsys):
+    from mnn_parity.cli import main
+
+    (tmp_path / "team/.git").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.delenv("MNN_PARITY_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["--root", str(tmp_path / "team"), "validate", "suites/cls.yaml"]) == 2
+    said = capsys.readouterr().err
+    assert str(tmp_path / "elsewhere/suites/cls.yaml") in said
+    assert f"working folder, {tmp_path / 'elsewhere'}" in said and f"repository root is {tmp_path / 'team'}" in said

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -22,6 +23,10 @@ from mnn_parity.conversion.result import Conversion
 from mnn_parity.fsutil import atomic_write_text, make_staging_dir
 
 META, MODEL, LOG, OWNER = "meta.json", "model.mnn", "convert.log", "owner.json"
+STEP_FOLDERS = ("converted", "quantized")   # under the cache root: one per cached conversion step
+# A staging folder with no owner record is one whose process died between creating it and writing the record;
+# past this age nobody is about to write it.
+OWNERLESS_STALE_S = 3600.0
 
 
 def read_entry(entry: Path) -> Optional[dict]:
@@ -120,12 +125,29 @@ def remove_stale_staging(cache_dir: Path) -> list[Path]:
     for folder in candidates:
         try:
             owner = json.loads((folder / OWNER).read_text())
+        except FileNotFoundError:
+            owner = None
         except (OSError, ValueError):
             continue   # not ours, or its owner is still writing the record
-        if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0))):
+        if _stale(folder, owner):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+def sweep(cache_root: Path) -> list[Path]:
+    """Once per session: staging folders of killed conversions, in every step's folder. The per-step cleanup in
+    `cached_step` only runs when that step misses the cache, so a model never converted again kept its junk."""
+    return [folder for step in STEP_FOLDERS for folder in remove_stale_staging(Path(cache_root) / step)]
+
+
+def _stale(folder: Path, owner: Optional[dict]) -> bool:
+    if owner is None:
+        try:
+            return time.time() - folder.stat().st_mtime > OWNERLESS_STALE_S
+        except OSError:
+            return False
+    return owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0)))
 
 
 def _alive(pid: int) -> bool:

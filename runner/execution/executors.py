@@ -98,9 +98,11 @@ class ThreadExecutor:
             while pending:
                 _, pending = wait(pending, timeout=self.POLL_S, return_when=FIRST_COMPLETED)
         except KeyboardInterrupt:
+            # Taken before the kill: a model the kill cut short would come back with its cases CRASH, and the
+            # partial report would blame MNN (and drift call them regressed) for what the user stopped.
+            finished = [f for f in futures if f.done() and not f.cancelled() and f.exception() is None]
             _stop(workers, pool, futures)
-            raise Interrupted([f.result() for f in futures if f.done() and not f.cancelled()
-                               and f.exception() is None]) from None
+            raise Interrupted([f.result() for f in finished]) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             workers.close()

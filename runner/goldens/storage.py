@@ -114,6 +114,20 @@ class GoldenStore:
         except BlessBusy:
             return   # a bless is running: it recovers at its own start, and readers find a set-aside tree
 
+    # A bless killed after its swap and before its `dvc add goldens` ended leaves goldens/ newer than goldens.dvc:
+    # the marker says so, and the next run or bless finishes the add (session.py) so `dvc status` is clean again.
+    UNTRACKED = "dvc-add-pending"
+
+    def mark_untracked(self) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.staging / self.UNTRACKED, b"goldens/ changed; `dvc add goldens` not yet done\n")
+
+    def clear_untracked(self) -> None:
+        (self.staging / self.UNTRACKED).unlink(missing_ok=True)
+
+    def untracked_pending(self) -> bool:
+        return (self.staging / self.UNTRACKED).is_file()
+
     def exclusive(self) -> contextlib.AbstractContextManager:
         """Hold the bless lock for a whole bless: its run, its writes and its `dvc add goldens`. A second bless
         is refused at once (GoldenError) instead of running its suites and racing the first one's `dvc add`."""

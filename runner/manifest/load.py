@@ -113,13 +113,19 @@ def find_manifests(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def missing_manifest(path: Path, root: Path) -> ManifestIssue:
+    """A manifest named on the command line that is not there: where it was looked for, and from where."""
+    return ManifestIssue(str(path), "", None, f"no such file or folder (a relative path on the command line is read "
+                                              f"from the working folder, {Path.cwd()}; the repository root is {root})")
+
+
 def load_suites(paths: Iterable[Path], root: Path) -> list[Suite]:
     """Every manifest, every problem: raises one ManifestError holding all issues of all files."""
     suites, issues = [], []
     names: dict[str, Path] = {}
     for path in find_manifests(paths):
         if not path.exists():
-            issues.append(ManifestIssue(str(path), "", None, "no such file or folder"))
+            issues.append(missing_manifest(path, root))
             continue
         try:
             suite = load_suite(path, root)

@@ -118,7 +118,7 @@ def _title_md(s: RunSummary) -> Iterator[str]:
     yield f"# mnn-parity: {s.suite} {'❌' if exit_status([s]) else '✅'}"
     yield ""
     if s.description:
-        yield text(s.description)
+        yield text(" ".join(s.description.split()))   # one paragraph: 1000 newlines must not push the summary down
         yield ""
     # Relative: it resolves beside this file, in a checkout or in the CI artifact that holds both.
     yield (f"Plots and every table: [{text(s.suite)}.html]({s.suite}.html), beside this report "
