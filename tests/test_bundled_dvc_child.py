@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mnn_parity.bundled.dvc import module_argv
 
 
@@ -20,6 +22,7 @@ def test_a_module_run_through_module_argv_runs_like_python_m(tmp_path: Path):
     assert out.returncode == 0 and "args ['a', 'b']" in out.stdout
 
 
+@pytest.mark.slow
 def test_the_child_dies_when_the_runner_is_killed(tmp_path: Path):
     (tmp_path / "slow.py").write_text("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
     parent = ("import subprocess\nfrom mnn_parity.bundled.dvc import module_argv\n"

@@ -80,6 +80,7 @@ def test_report_has_totals_the_op_table_and_what_changed(sample_run, tmp_path):
     assert doc["ops"]["MaxUnpool"]["counts"] == {"reference-wrong": 1}
 
 
+@pytest.mark.slow
 def test_command_line_writes_reports_and_fails_on_a_broken_test(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("MNN_PARITY_CACHE_DIR", str(cache))
     out = tmp_path / "reports"

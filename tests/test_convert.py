@@ -257,6 +257,7 @@ def test_a_missing_interpreter_fails_the_conversion_without_remembering_it(tmp_p
     assert convert(model, ConvertFlags(), ENV, tmp_path / "cache").ok
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("converter, children", [("persistent", 1), ("fresh", 0)])
 def test_a_run_converts_its_models_in_one_long_lived_child_unless_asked_for_fresh_ones(
         tmp_path: Path, monkeypatch, converter: str, children: int):

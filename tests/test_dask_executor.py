@@ -98,6 +98,7 @@ def engine_sandbox(onnx_path: str) -> str:
         return engine.sandbox
 
 
+@pytest.mark.slow
 def test_a_running_scheduler_is_used_and_engine_children_stay_sandboxed(repo: Path):
     import dask
     from distributed import Client, LocalCluster

@@ -172,6 +172,7 @@ def test_a_table_that_disagrees_with_data_dvc_fails_restore_naming_data(restored
     assert "data/" in str(caught.value) and caught.value.differences
 
 
+@pytest.mark.slow
 def test_the_repository_tree_matches_data_dvc_after_restore():
     first = data.restore(ROOT, download=_local_or_pip([]))
     assert first.action in ("unchanged", "rebuilt", "pulled")

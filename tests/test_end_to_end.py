@@ -63,6 +63,7 @@ def verdicts(report: dict) -> dict[tuple[str, str], dict]:
     return {(case["model"], case["case"]): case for case in report["cases"]}
 
 
+@pytest.mark.slow
 def test_each_model_gets_its_verdict_and_the_run_finishes(repo: Path, capsys):
     status = main(["run", "--junit", str(repo / "junit.xml"), "--jobs", "2"])
     report = json.loads((repo / "reports/e2e.json").read_text())

@@ -117,6 +117,7 @@ def slow_model(path: Path) -> Path:
                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])], [weights])
 
 
+@pytest.mark.slow
 def test_a_hang_is_a_crash_after_the_timeout(tmp_path: Path):
     model = slow_model(tmp_path / "slow.onnx")
     engine = EngineProcess(EngineSpec("mnn", to_mnn(model, tmp_path), ("x",), ("y",)),
@@ -236,6 +237,7 @@ def test_the_worker_runs_where_the_runner_is_not_installed(tmp_path: Path):
     assert read_arrays(str(tmp_path / "y.npy"), replies[1]["outputs"])["y"].shape == (1, 4, 8, 8)
 
 
+@pytest.mark.slow
 def test_kill_all_stops_a_busy_and_an_idle_worker_and_the_pool_starts_no_more(tmp_path: Path):
     import threading
 

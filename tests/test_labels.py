@@ -234,6 +234,7 @@ def test_the_schema_refuses_logits_without_a_tensor(root):
 
 # -- the real engines
 
+@pytest.mark.slow
 def test_ties_broken_the_other_way_pass_with_logits_and_fail_without_or_when_mnn_fused_them_away(
         tmp_path: Path, monkeypatch):
     argmax_model(tmp_path / "models/seg.onnx")

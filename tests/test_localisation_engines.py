@@ -52,6 +52,7 @@ def test_the_wrong_op_in_a_chain_is_blamed_verified_and_reproduced(tmp_path: Pat
     assert [case["verdict"] for case in report["cases"]] == ["FAIL"]
 
 
+@pytest.mark.slow
 def test_a_passing_model_full_of_fusions_blames_nothing(tmp_path: Path):
     onnx_path = models.fusable(tmp_path / "fusable.onnx")
     feeds = {"x": np.random.RandomState(3).randn(1, 3, 8, 8).astype(np.float32)}
@@ -61,6 +62,7 @@ def test_a_passing_model_full_of_fusions_blames_nothing(tmp_path: Path):
     assert not any((tmp_path / "work").iterdir())      # its scratch folder (recorded tensors) is gone
 
 
+@pytest.mark.slow
 def test_quantised_weights_on_a_deep_chain_are_drift_not_a_single_op_fault(tmp_path: Path):
     # fp16 weights on this chain stay within 1e-3 on MNN 3.6.1 (the run passes), so 4-bit weights make the drift
     onnx_path = models.conv_chain(tmp_path / "chain.onnx")
@@ -69,6 +71,7 @@ def test_quantised_weights_on_a_deep_chain_are_drift_not_a_single_op_fault(tmp_p
     assert found.status == "drift" and found.kind == "accumulated-drift"
 
 
+@pytest.mark.slow
 def test_a_name_mnn_reuses_for_a_fused_group_is_not_blamed(tmp_path: Path):
     onnx_path = models.fused_conv_round(tmp_path / "fused.onnx")
     found = run_localise(tmp_path, onnx_path, {"x": models.halves((1, 4, 8))})
@@ -77,6 +80,7 @@ def test_a_name_mnn_reuses_for_a_fused_group_is_not_blamed(tmp_path: Path):
     assert "conv" not in found.shortest and all(row[0] != "conv" for row in found.profile)
 
 
+@pytest.mark.slow
 def test_a_recurrent_op_wrong_with_static_dims_is_blamed_and_verified(tmp_path: Path):
     onnx_path = models.gru_sequence(tmp_path / "gru.onnx", steps=10)
     feeds = {"x": np.random.RandomState(0).randn(10, 1, 4).astype(np.float32)}
@@ -85,6 +89,7 @@ def test_a_recurrent_op_wrong_with_static_dims_is_blamed_and_verified(tmp_path: 
     assert found.verified == "concrete" and found.kind == "single-op-fault"
 
 
+@pytest.mark.slow
 def test_a_recurrent_op_over_a_dynamic_sequence_axis_is_an_error_with_mnns_reason(tmp_path: Path):
     # Looked for a shape-dependent fault (wrong only with dims unknown at conversion): on MNN 3.6.1 this GRU does
     # not run at all with a dynamic sequence axis, so the honest answer is "error", with MNN's own words.
@@ -94,6 +99,7 @@ def test_a_recurrent_op_over_a_dynamic_sequence_axis_is_an_error_with_mnns_reaso
     assert found.status == "error" and "Reshape" in found.suggestion
 
 
+@pytest.mark.slow
 def test_an_engine_crash_is_an_error_not_an_exception(tmp_path: Path):
     from tests import onnx_models
 
@@ -102,6 +108,7 @@ def test_an_engine_crash_is_an_error_not_an_exception(tmp_path: Path):
     assert found.status == "error" and "SIGFPE" in found.suggestion
 
 
+@pytest.mark.slow
 def test_one_name_per_forward_gives_the_same_answer(tmp_path: Path):
     from mnn_parity.localisation import LocaliseOptions
 
@@ -112,6 +119,7 @@ def test_one_name_per_forward_gives_the_same_answer(tmp_path: Path):
     assert found.status == "blamed" and found.node == "round" and len(found.profile) == 4
 
 
+@pytest.mark.slow
 def test_a_fused_gelu_under_the_adds_name_is_an_alias_not_a_fault(tmp_path: Path):
     onnx_path = models.gelu_then_round(tmp_path / "gelu.onnx")
     feeds = {"x": np.random.RandomState(0).randn(4, 16).astype(np.float32), "h": models.halves((4, 16))}

@@ -187,6 +187,7 @@ def _pasted(manifest: str, proposal: str) -> str:
     return manifest + block
 
 
+@pytest.mark.slow
 def test_the_proposal_pasted_into_the_manifest_validates_and_turns_a_too_tight_failure_into_a_pass(
         tmp_path: Path, monkeypatch, capsys):
     conv_chain(tmp_path / "models/chain.onnx")

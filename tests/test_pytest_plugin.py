@@ -175,6 +175,7 @@ def test_outcomes_equal_the_command_line_verdicts_and_junit_lists_the_same_cases
     assert not (repo / "reports").exists()      # no report unless asked for
 
 
+@pytest.mark.slow
 def test_k_selects_and_the_report_covers_the_models_run(pytester, repo: Path):
     result, outcomes = run_pytest(pytester, "suites", "-k", "round", "--mnn-parity-report-dir", "out")
     assert outcomes == {"round/halves[cpu-fp32]": "FAILED", "round-known/halves[cpu-fp32]": "XFAIL"}
@@ -184,6 +185,7 @@ def test_k_selects_and_the_report_covers_the_models_run(pytester, repo: Path):
     assert (repo / "out/plug.md").exists()
 
 
+@pytest.mark.slow
 def test_a_selection_runs_only_its_cases_and_a_failure_says_where_mnn_goes_wrong(pytester, repo: Path):
     result, outcomes = run_pytest(pytester, "suites", "-k", "conv and img1 and cpu-low and not known or round and not "
                                   "known", "--mnn-parity-report-dir", "out")

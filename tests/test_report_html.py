@@ -125,6 +125,7 @@ def test_html_without_matplotlib_still_renders_the_tables(monkeypatch):
     assert "Failures (5)</h2>" in page
 
 
+@pytest.mark.slow
 def test_per_layer_profile_renders_only_for_cases_that_carry_localisation():
     assert 'id="layers"' not in render_html(mixed())
     found = {"status": "blamed", "node": "Conv_7", "op_type": "Conv", "tensor": "conv2", "verified": "yes",
@@ -158,6 +159,7 @@ def test_html_renders_empty_and_crash_only_runs(results):
     _parse(page)
 
 
+@pytest.mark.slow
 def test_latency_caption_mentions_the_noise_band_only_when_a_median_is_in_it():
     assert "grey band" not in render_html(mixed())          # every golden and current median is above 1 ms
     fast = summary([case("det", "tiny", Verdict.PASS, latency={"reference": 0.4, "mnn": 0.5},

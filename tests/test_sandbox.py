@@ -190,6 +190,7 @@ def test_a_busy_child_dies_when_the_runner_is_sigkilled(tmp_path: Path):
             pass
 
 
+@pytest.mark.slow
 def test_a_child_started_from_a_thread_that_ends_lives_on(tmp_path: Path):
     """The parent-death signal follows the thread that forked: spawning from a short-lived thread must not kill."""
     sleeper = tmp_path / "sleep.py"
@@ -263,6 +264,7 @@ os._exit(0)
     ("sandbox", {"RUNNING"}),
     pytest.param("preexec", {"STALLED", "HUNG"}, marks=pytest.mark.slow),   # the control: the old way hangs
 ])
+@pytest.mark.slow
 def test_np_dot_keeps_running_while_children_start(tmp_path: Path, how, expected):
     """The hang itself: OpenBLAS's fork handler, run by a `preexec_fn` fork, stalls a concurrent np.dot or the
     whole process for good; children started through the sandbox leave it running."""
