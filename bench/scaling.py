@@ -12,6 +12,7 @@ this process and of its children beside the speed-up of 2 workers over 1 and its
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -69,6 +70,12 @@ def main() -> None:
             print(f"  {executor:8s} {jobs} worker(s) {wall:6.2f} s{cpu}")
         one, two = figures[(executor, 1)][0], figures[(executor, 2)][0]
         print(f"  {executor:8s} speed-up {one / two:.2f}x  (goal >= {GOAL}x)")
+        if executor == "threads":
+            # Two cores can at best share the CPU that two workers spend: that bounds the speed-up from above.
+            cpu_two = sum(figures[(executor, 2)][1:])
+            cores = min(2, os.cpu_count() or 1)
+            print(f"  {executor:8s} ceiling from CPU time: {one / (cpu_two / cores):.2f}x  ({cpu_two:.1f} s of CPU at "
+                  f"2 workers over {cores} cores; {sum(figures[(executor, 1)][1:]):.1f} s at 1)")
 
 
 if __name__ == "__main__":

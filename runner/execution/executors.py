@@ -9,7 +9,8 @@ Heavy modules (numpy, the engines, Dask) are imported when an executor runs, so 
 """
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 if TYPE_CHECKING:
@@ -93,10 +94,12 @@ class ThreadExecutor:
         workers = WorkerPool(items[0].suite.limits)
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mnn-parity-model")
         futures = [pool.submit(execute, item, workers, progress, phase) for item in items]
+        all_done = _countdown(futures)
         try:
-            pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=self.POLL_S, return_when=FIRST_COMPLETED)
+            # Not `wait(pending, FIRST_COMPLETED)` once per finished model: each call hooks a waiter onto every
+            # pending future, O(models²) lock traffic under the GIL (2.3 s of CPU on 513 node tests).
+            while not all_done.wait(self.POLL_S):
+                pass
         except KeyboardInterrupt:
             # Taken before the kill: a model the kill cut short would come back with its cases CRASH, and the
             # partial report would blame MNN (and drift call them regressed) for what the user stopped.
@@ -107,6 +110,21 @@ class ThreadExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
             workers.close()
         return [f.result() for f in futures]
+
+
+def _countdown(futures: list[Future]) -> threading.Event:
+    """An event set once every future is done, however it ended."""
+    left, lock, done = [len(futures)], threading.Lock(), threading.Event()
+
+    def one_done(_future: Future) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0] == 0:
+                done.set()
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    return done
 
 
 def _stop(workers: WorkerPool, pool: ThreadPoolExecutor, futures: list[Future]) -> None:
