@@ -19,10 +19,12 @@ def _finite(value: Optional[float]) -> Optional[float]:
 class LocaliseOptions:
     """Budgets. Names per forward, by count and by MiB, for both engines: every marked output stays allocated for
     the whole forward (PP-OCR's detector at 736x1472: MNN 40 names 1.6 GB, 256 MiB chunks 0.8 GB; ONNX Runtime
-    all at once 1.9 GB, 256 MiB chunks 0.6 GB, and faster too). Verification trials and candidates bound the
-    time; profile rows the report."""
+    all at once 1.9 GB). Each chunk is one more forward of the whole model: on that detector with fp16 weights,
+    256 MiB chunks took 15.7 s with a 649 MB child at its peak, 512 MiB 12.8 s and 839 MB, 1 GiB (400 names) 11.6 s
+    and 1331 MB; 512 MiB keeps a busy machine's two localisations at once well under 2 GB each. Verification
+    trials and candidates bound the time; profile rows the report."""
     chunk: int = 40
-    chunk_mb: float = 256.0
+    chunk_mb: float = 512.0
     reference_chunk: int = 120
     trials: int = 12
     candidates: int = 3
