@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("run", "run suites and write reports"), ("bless", "record goldens from a run")):
         sub = with_paths(commands.add_parser(name, help=text))
         sub.add_argument("--backend", action="append", help="only this backend (repeatable)")
-        sub.add_argument("--model", action="append", help="only this model (repeatable)")
+        sub.add_argument("--model", action="append", help="only this model and its @variants, or NAME@VARIANT "
+                         "for one variant (repeatable)")
         sub.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
         sub.add_argument("--jobs", type=int, default=0, help="models run in parallel (default: core count)")
         sub.add_argument("--executor", default="threads", type=executor_choice,

@@ -189,7 +189,8 @@ class ParityState:
 
         cases, backends = self.selected.get((suite.path, model), (None, None)) if model else (None, None)
         return SessionConfig(root=suite.root, mnn=self.option("mnn"), jobs=1,
-                             models=frozenset({model}) if model else None, cases=cases, backends=backends,
+                             models=frozenset({model}) if model else None, with_variants=False,   # an item each
+                             cases=cases, backends=backends,
                              goldens_dir=self.path_option("goldens"), fail_on=self.fail_on)
 
     def _run(self, suite: Suite, model: str) -> ModelRun:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from mnn_parity.manifest.spec import Suite
+from mnn_parity.manifest.variants import selected
 from mnn_parity.records import CaseResult, CaseRun
 
 EXIT_OK, EXIT_FAIL, EXIT_SETUP, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -43,6 +44,7 @@ class SessionConfig:
     jobs: int = 0                                # 0: the core count
     backends: Optional[frozenset[str]] = None
     models: Optional[frozenset[str]] = None
+    with_variants: bool = True                   # a name in `models` selects its `<name>@<variant>` models too
     goldens_dir: Optional[Path] = None           # default <root>/goldens, tracked by goldens.dvc
     report_dir: Optional[Path] = None            # default <root>/reports
     cache_dir: Optional[Path] = None             # default $MNN_PARITY_CACHE_DIR, else <root>/.cache
@@ -250,6 +252,7 @@ class Session:
 
         options = RunOptions(mnn_python=env.python, mnn_version=env.version, cache_dir=self.config.cache,
                              backends=self.config.backends, models=self.config.models,
+                             with_variants=self.config.with_variants,
                              jobs=self.config.jobs or os.cpu_count() or 1, cases=self.config.cases,
                              localise=self.config.localise, converter=self.config.converter,
                              report_dir=self.config.reports if write else None)   # no reports, no reproducers
@@ -276,7 +279,7 @@ class Session:
         judged, baseline, golden_errors = attach_drift(suite, executed.runs, store)
         current = {(r.result.model, r.result.case, r.result.backend) for r in judged}
         stale = [key for key in store.stale_keys(suite.name, current)
-                 if (self.config.models is None or key[0] in self.config.models)
+                 if selected(key[0], self.config.models, self.config.with_variants)
                  and (self.config.backends is None or key[2] in self.config.backends)] if not interrupted else []
         environment = {**executed.environment, "baseline_mnn_version": baseline}
         sizes = model_bytes(judged)          # the precision ladder's .mnn sizes, from the runs' provenance

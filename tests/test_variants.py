@@ -144,3 +144,18 @@ def test_expand_drops_variants_from_the_base_and_copies_nothing_shared_by_refere
     assert name == "h" and variant["name"] == "m@h" and "expect" not in variant
     variant["convert"]["weight_quant_bits"] = 8
     assert model["convert"] == {"fp16": False}
+
+
+def test_a_model_name_selects_its_variants_a_variant_name_only_itself_and_the_pytest_items_stay_exact(root):
+    from mnn_parity.execution.plan import RunOptions, plan
+
+    suite = load(root, "    variants:\n      fp16: {convert: {fp16: true}}\n      w8: {convert: {weight_quant_bits: 8}}\n")
+
+    def chosen(models, with_variants=True):
+        options = RunOptions(models=frozenset(models), with_variants=with_variants)
+        return [item.model.name for item in plan(suite, options, {})]
+
+    assert chosen({"conv"}) == ["conv", "conv@fp16", "conv@w8"]
+    assert chosen({"conv@w8"}) == ["conv@w8"]
+    assert chosen({"conv"}, with_variants=False) == ["conv"]     # the pytest plugin runs one item's model
+    assert chosen({"con"}) == []

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from mnn_parity.manifest.spec import BackendSpec, ModelSpec, Suite
+from mnn_parity.manifest.variants import selected
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class RunOptions:
     cache_dir: Path = Path(".cache")
     backends: Optional[frozenset[str]] = None     # None: every backend of the suite
     models: Optional[frozenset[str]] = None
+    with_variants: bool = True                    # a name in `models` selects its `<name>@<variant>` models too
     jobs: int = 1
     cases: Optional[frozenset[str]] = None        # None: every case of each model
     localise: str = "never"                       # never | fail | always (execution/localise_step.py)
@@ -59,7 +61,7 @@ def plan(suite: Suite, options: RunOptions, env: Mapping[str, str]) -> list[Work
     # holding 1500 models made the conformance suite's tasks cost O(models²) to send.
     alone = {model.name: replace(suite, models=(model,)) for model in suite.models}
     for model in suite.models:
-        if options.models is not None and model.name not in options.models:
+        if not selected(model.name, options.models, options.with_variants):
             continue
         backends = tuple(b for b in suite.backends_for(model)
                          if options.backends is None or b.name in options.backends)

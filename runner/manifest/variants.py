@@ -39,6 +39,12 @@ def split_name(name: str) -> tuple[str, Optional[str]]:
     return (family, variant) if separator else (name, None)
 
 
+def selected(name: str, wanted: Optional[frozenset[str]], with_variants: bool = True) -> bool:
+    """Whether `--model` chose this model: every model when nothing was asked for; a name asks for that model and,
+    `with_variants`, for its variants (`ppocr-cls` gives `ppocr-cls@fp16` too; `ppocr-cls@fp16` only itself)."""
+    return wanted is None or name in wanted or (with_variants and split_name(name)[0] in wanted)
+
+
 def expand(model: dict) -> Iterator[tuple[dict, Optional[str]]]:
     """The model's entry without `variants`, then each variant's entry: (entry, variant name or None)."""
     variants = model.get("variants") or {}
