@@ -48,6 +48,7 @@ def session_for(args):
         root=args.root_dir, mnn=getattr(args, "mnn", None), jobs=getattr(args, "jobs", 0) or 0,
         backends=frozenset(args.backend) if getattr(args, "backend", None) else None,
         models=frozenset(args.model) if getattr(args, "model", None) else None,
+        with_variants=args.command != "localise",   # localising costs seconds a case: the model named, only
         goldens_dir=path(getattr(args, "goldens", None)), report_dir=path(getattr(args, "report_dir", None)),
         fail_on=fail_on(getattr(args, "fail_on", None)), junit=path(getattr(args, "junit", None)),
         localise=getattr(args, "localise", None) or ("always" if args.command == "localise" else "never"),
