@@ -1,6 +1,6 @@
 """What localisation costs: wall time and peak memory of the parent and of its largest child.
 
-    .venv/bin/python bench/localise.py [--model ppocr-det|ppocr-det@fp16|...|tiny] [--case 0] [--chunk 40]
+    .venv/bin/python bench/localise.py [--model ppocr-det|ppocr-det@fp16|...|tiny] [--case 0] [--chunk 100]
 
 Converts the model first (cached in a temporary folder), times the case's plain run (a fresh ONNX Runtime and a
 fresh MNN worker each loading the model and running the case once, as a run does), then localises the case in a
@@ -102,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ppocr-det", help="a model of suites/ocr.yaml, or `tiny`")
     parser.add_argument("--case", type=int, default=0, help="which of its cases (files in sorted order)")
-    parser.add_argument("--chunk", type=int, default=40)
+    parser.add_argument("--chunk", type=int, default=100)
     parser.add_argument("--inner", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
