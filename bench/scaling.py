@@ -1,19 +1,21 @@
 """How the conformance suite scales with workers: threads at --jobs 1 and 2, and a local Dask cluster of 1 and 2.
 
-    .venv/bin/python bench/scaling.py [--sample N] [--executor threads|dask|both] [--repeat R]
+    .venv/bin/python bench/scaling.py [--sample N] [--executor threads|dask|both] [--repeat 3]
 
 The workload is what `mnn-parity conformance` runs (`conformance/run.py`: the session, then the per-op
 classification; no per-case report files), on every runnable node test by default or every k-th of them with
 `--sample`. Everything is converted once beforehand, untimed, so each timed run does the same work: engines,
-comparison, classification. Each configuration runs `--repeat` times (default 1) and the fastest counts: on a
-shared 2-core machine a neighbour's burst lands in one run, not in all. Prints the wall time and the CPU time of
-this process and of its children beside the speed-up of 2 workers over 1 and its goal (>= 1.85). Asserts nothing.
+comparison, classification. Each round runs 1 worker then 2 (`--repeat` rounds, default 3) and the ratio is
+taken within a round: on a shared machine whose speed drifts, a ratio across rounds measures the drift. Prints
+each round's wall times, the CPU time of this process and of its engine children (threads), the speed-up that
+CPU time allows on 2 cores, and the median speed-up beside its goal (>= 1.85). Asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -50,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=0, help="every k-th runnable test, this many (default: all)")
     parser.add_argument("--executor", choices=("threads", "dask", "both"), default="both")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     runnable = [t.name for t in load_tests(ROOT)[1] if not t.skipped]
     names = runnable[:: max(1, len(runnable) // args.sample)][: args.sample] if args.sample else runnable
@@ -58,24 +60,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mnn-parity-bench-scaling-") as folder:
         cache = Path(folder)
         timed_run(names, cache, 2, "threads")                 # converts everything once, untimed
-        figures = {(executor, jobs): min((timed_run(names, cache, jobs, executor) for _ in range(args.repeat)),
-                                         key=lambda f: f[0])
-                   for executor in executors for jobs in (1, 2)}
+        # Rounds of 1 worker then 2, interleaved: this machine's speed drifts by a third over minutes, so a ratio
+        # is taken within a round, never between a slow minute's 1 and a fast minute's 2.
+        rounds = {executor: [(timed_run(names, cache, 1, executor), timed_run(names, cache, 2, executor))
+                             for _ in range(args.repeat)] for executor in executors}
     print(f"{len(names)} node tests (`mnn-parity conformance`'s workload), conversions cached, "
-          f"best of {args.repeat}")
+          f"{args.repeat} round(s) of 1 worker then 2")
     for executor in executors:
-        for jobs in (1, 2):
-            wall, own, children = figures[(executor, jobs)]
-            cpu = f", CPU: runner {own:6.2f} s, engine children {children:6.2f} s" if executor == "threads" else ""
-            print(f"  {executor:8s} {jobs} worker(s) {wall:6.2f} s{cpu}")
-        one, two = figures[(executor, 1)][0], figures[(executor, 2)][0]
-        print(f"  {executor:8s} speed-up {one / two:.2f}x  (goal >= {GOAL}x)")
-        if executor == "threads":
-            # Two cores can at best share the CPU that two workers spend: that bounds the speed-up from above.
-            cpu_two = sum(figures[(executor, 2)][1:])
-            cores = min(2, os.cpu_count() or 1)
-            print(f"  {executor:8s} ceiling from CPU time: {one / (cpu_two / cores):.2f}x  ({cpu_two:.1f} s of CPU at "
-                  f"2 workers over {cores} cores; {sum(figures[(executor, 1)][1:]):.1f} s at 1)")
+        ratios = []
+        for index, (one, two) in enumerate(rounds[executor], 1):
+            ratios.append(one[0] / two[0])
+            cpu = ""
+            if executor == "threads":
+                # Two cores can at best share the CPU that two workers spend: that bounds the speed-up.
+                cores = min(2, os.cpu_count() or 1)
+                cpu = (f"; CPU {sum(one[1:]):.1f} s and {sum(two[1:]):.1f} s (runner {one[1]:.1f}/{two[1]:.1f}): "
+                       f"at most {one[0] / (sum(two[1:]) / cores):.2f}x on {cores} cores")
+            print(f"  {executor:8s} round {index}: {one[0]:6.2f} s -> {two[0]:6.2f} s = {ratios[-1]:.2f}x{cpu}")
+        print(f"  {executor:8s} median speed-up {statistics.median(ratios):.2f}x  (goal >= {GOAL}x)")
 
 
 if __name__ == "__main__":
