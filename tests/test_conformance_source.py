@@ -69,6 +69,7 @@ def test_extraction_refuses_a_folder_that_is_not_empty(tmp_path, wheel):
         extract_tree(wheel, tmp_path, "pinned", only=SUBSET)
 
 
+@pytest.mark.slow
 def test_the_restored_tree_is_the_one_its_dvc_file_pins():
     """`make test` restores it first (`mnn-parity data restore`); DVC's hash is the authority."""
     assert source.pinned(ROOT)

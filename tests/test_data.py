@@ -115,6 +115,7 @@ def test_a_failed_rebuild_leaves_no_tree_behind(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ restore
 
+@pytest.mark.slow
 def test_restore_rebuilds_a_fresh_checkout_and_dvc_status_is_clean(restored):
     root, report, downloads = restored
     assert report.action == "rebuilt"
@@ -138,6 +139,7 @@ def test_restore_is_a_no_op_when_data_matches(restored):
     assert {p: p.stat().st_mtime_ns for p in (root / "data").rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_verify_names_a_corrupted_file_and_restore_repairs_it_from_the_cache(restored):
     root, _, _ = restored
     victim = root / "data" / "licenses" / "auditok.txt"

@@ -87,6 +87,7 @@ def test_each_model_gets_its_verdict_and_the_run_finishes(repo: Path, capsys):
     assert "failure" in ET.tostring(suite, encoding="unicode")
 
 
+@pytest.mark.slow
 def test_rerun_converts_nothing(repo: Path):
     main(["run", "--model", "conv"])
     converted = repo / ".cache/converted"

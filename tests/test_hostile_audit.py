@@ -34,6 +34,7 @@ def repo(tmp_path: Path, monkeypatch) -> Path:
                      onnx_models.conv_relu, "conv", {"a": np.random.RandomState(1).rand(1, 3, 8, 8).astype(np.float32)})
 
 
+@pytest.mark.slow
 def test_a_second_bless_is_refused_before_it_runs_anything(repo: Path, capsys):
     store = GoldenStore(repo / "goldens")
     store.staging.mkdir(parents=True)

@@ -58,6 +58,7 @@ def test_wav_wrong_rate_without_resample_is_an_error(tmp_path):
     assert "resample: true" in str(info.value)
 
 
+@pytest.mark.slow
 def test_wav_resample_8000_to_16000(tmp_path):
     t = np.arange(800) / 8000
     samples = (np.sin(2 * np.pi * 440 * t) * 16000).astype("<i2")

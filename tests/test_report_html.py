@@ -70,6 +70,7 @@ def _assert_self_contained(page: str) -> None:
         assert forbidden not in text.lower(), forbidden
 
 
+@pytest.mark.slow
 def test_report_with_goldens_is_self_contained_with_an_image_per_plot():
     page = render_html(mixed())
     _assert_self_contained(page)

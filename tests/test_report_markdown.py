@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from mnn_parity.records import Drift, DriftClass, Verdict
 from mnn_parity.reports import render_json, render_markdown
 from mnn_parity.reports.markdown import MARKDOWN_LIMIT
@@ -133,6 +135,7 @@ def test_version_bump_changing_every_case_still_fits():
     assert "… and 2950 more changed cases: full details in `ocr.json`" in md
 
 
+@pytest.mark.slow
 def test_run_with_more_failures_than_fit_says_how_many_are_left_out():
     results = [case("det", f"c{i:04d}", Verdict.FAIL, [bad_output()]) for i in range(3000)]
     md = render_markdown(summary(results))

@@ -13,6 +13,7 @@ from mnn_parity.reports import render_markdown, validate_report, write_reports
 from tests.test_report_support import case, mixed, summary
 
 
+@pytest.mark.slow
 def test_write_reports_writes_valid_files(tmp_path):
     junit = tmp_path / "ci" / "junit.xml"
     paths = write_reports(mixed(), tmp_path / "reports", junit=junit)
@@ -42,6 +43,7 @@ def test_failed_render_leaves_the_old_reports_intact(tmp_path, monkeypatch):
         assert after == before, target
 
 
+@pytest.mark.slow
 def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     out = tmp_path / "reports"
     out.mkdir()
