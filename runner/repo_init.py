@@ -142,14 +142,10 @@ def pins_bundled_data(root: Path) -> bool:
     """Whether `root` holds mnn-parity's own bundled data set: a data.dvc tracking data/ with exactly the files the
     bundled source table pins. A team's repository has no such data.dvc, or one of its own, which `data restore`
     must never rebuild over."""
-    import yaml
+    from mnn_parity.manifest.dvc import dvc_outs
 
-    path = root / DVC_FILE
-    try:
-        outs = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("outs")
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return False
-    if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict):
+    outs = dvc_outs(root / DVC_FILE)
+    if outs is None or len(outs) != 1 or not isinstance(outs[0], dict):
         return False
     return outs[0].get("path") == DATA_DIR and outs[0].get("nfiles") == len(expected_tree(load_sources()))
 

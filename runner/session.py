@@ -213,7 +213,9 @@ class Session:
         if not goldens.exists():
             return ["goldens/ is tracked by goldens.dvc but missing: run `dvc pull goldens.dvc` "
                     f"(repository root {self.config.root})"]
-        pinned = _pinned_files(dvc_file)
+        from mnn_parity.manifest.dvc import pinned_files
+
+        pinned = pinned_files(dvc_file)
         if pinned and not any(path.is_file() for path in goldens.rglob("*")):
             return [f"goldens/ is tracked by goldens.dvc ({pinned} file(s)) but holds no file: run "
                     f"`dvc pull goldens.dvc` (repository root {self.config.root})"]
@@ -350,21 +352,6 @@ def _merge(suite: Suite, outcomes, info: dict, started: str, duration_s: float) 
     seen = next((o.onnxruntime_version for o in outcomes if o.onnxruntime_version), "")
     environment = {**info, "onnxruntime_version": seen or info.get("onnxruntime_version", "")}
     return _Executed(suite, runs, environment, [e for o in outcomes for e in o.setup_errors], started, duration_s)
-
-
-def _pinned_files(dvc_file: Path) -> int:
-    """How many files a .dvc file says its output holds (`nfiles:`); 1 when it does not say, 0 when unreadable."""
-    import yaml
-
-    from mnn_parity.manifest.dvc import MAX_DVC_FILE
-
-    try:
-        with open(dvc_file, "rb") as handle:
-            outs = (yaml.safe_load(handle.read(MAX_DVC_FILE)) or {}).get("outs")
-    except Exception:   # unreadable or not YAML: DVC itself will say so; the missing-folder check still holds
-        return 0
-    counts = [out.get("nfiles", 1) for out in outs if isinstance(out, dict)] if isinstance(outs, list) else []
-    return sum(count for count in counts if isinstance(count, int) and not isinstance(count, bool))
 
 
 def _case_count(items) -> int:

@@ -23,13 +23,28 @@ def fixed_parts(relative: str) -> list[str]:
     return parts
 
 
-def _tracks(dvc_file: Path, target: Path) -> bool:
+def dvc_outs(dvc_file: Path) -> Optional[list]:
+    """The `outs:` list of a .dvc file as written, or None when it cannot be read as one (missing, not YAML, no
+    list)."""
     try:
         with open(dvc_file, "rb") as handle:
-            outs = (yaml.safe_load(handle.read(MAX_DVC_FILE)) or {}).get("outs")
-    except Exception:   # unreadable or not YAML: by DVC's naming, `X.dvc` still tracks `X`
-        return True
-    if not isinstance(outs, list):
+            document = yaml.safe_load(handle.read(MAX_DVC_FILE)) or {}
+    except Exception:   # OSError, yaml.YAMLError, a NUL byte...: DVC itself will say what is wrong with it
+        return None
+    outs = document.get("outs") if isinstance(document, dict) else None
+    return outs if isinstance(outs, list) else None
+
+
+def pinned_files(dvc_file: Path) -> int:
+    """How many files a .dvc file says its outputs hold (`nfiles:`, 1 when an entry does not say); 0 when
+    unreadable."""
+    counts = [out.get("nfiles", 1) for out in dvc_outs(dvc_file) or [] if isinstance(out, dict)]
+    return sum(count for count in counts if isinstance(count, int) and not isinstance(count, bool))
+
+
+def _tracks(dvc_file: Path, target: Path) -> bool:
+    outs = dvc_outs(dvc_file)
+    if outs is None:   # by DVC's naming, `X.dvc` still tracks `X`
         return True
     return any(isinstance(out, dict) and dvc_file.parent / str(out.get("path", "")) == target for out in outs)
 
