@@ -23,7 +23,8 @@ from mnn_parity.conversion.result import Conversion
 from mnn_parity.fsutil import atomic_write_text, make_staging_dir
 
 META, MODEL, LOG, OWNER = "meta.json", "model.mnn", "convert.log", "owner.json"
-STEP_FOLDERS = ("converted", "quantized")   # under the cache root: one per cached conversion step
+CONVERTED, QUANTIZED = "converted", "quantized"   # under the cache root: one folder per cached conversion step
+STEP_FOLDERS = (CONVERTED, QUANTIZED)
 # A staging folder with no owner record is one whose process died between creating it and writing the record;
 # past this age nobody is about to write it.
 OWNERLESS_STALE_S = 3600.0

@@ -74,10 +74,11 @@ def _localise_stream(item: WorkItem, case: str, backend: BackendSpec, conversion
                                     "tolerance)")
     fed = "localised with the state ONNX Runtime carried into it"
     if frame.diverged and found.status == "none":
-        found = replace(found, status="drift", kind="accumulated-drift",
+        found = replace(found, status="drift", kind="accumulated-drift", frame=frame.index,
                         suggestion=f"{where}: {fed}, MNN agrees, so no op of a frame is wrong on its own; the "
                                    "small differences of earlier frames grow through the carried state. Loosen "
                                    "the tolerance of the late frames' outputs, or check the state's precision")
     else:
-        found = replace(found, suggestion=f"{where}, {fed}. {found.suggestion}".rstrip(". ") + ".")
-    return {**found.to_json(), "frame": frame.index}
+        found = replace(found, frame=frame.index,
+                        suggestion=f"{where}, {fed}. {found.suggestion}".rstrip(". ") + ".")
+    return found.to_json()

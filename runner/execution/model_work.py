@@ -13,6 +13,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from mnn_parity.comparison import compare_output, judge_case
+from mnn_parity.conversion import cache
 from mnn_parity.conversion.mnnconvert import Conversion, ConverterEnv, convert
 from mnn_parity.conversion.quantize import quantize
 from mnn_parity.engines.case_runner import DEFAULT_POLICY, Attempt, PooledRunner, unstable_note, wants_rerun
@@ -124,7 +125,7 @@ class ModelWork:
             return self._outcome()
         self.phase("converting")
         env = ConverterEnv(self.options.mnn_python, self.options.mnn_version)
-        conversion = convert(self.model.onnx, self.model.convert, env, self.options.cache_dir / "converted",
+        conversion = convert(self.model.onnx, self.model.convert, env, self.options.cache_dir / cache.CONVERTED,
                              self.suite.limits, tool=converter_tool(self.options.converter))
         step = "conversion"
         if conversion.ok and self.model.convert.quantize is not None:
@@ -153,7 +154,7 @@ class ModelWork:
         except PreprocessError as error:   # bad calibration data, like a bad case: a setup error
             self.setup_errors.append(f"{self.model.name}: calibration: {error}")
             return Conversion(False, None, "", f"calibration: {error}", onnx_sha256=fp32.onnx_sha256)
-        return quantize(fp32, self.model.convert.quantize, samples, env, self.options.cache_dir / "quantized",
+        return quantize(fp32, self.model.convert.quantize, samples, env, self.options.cache_dir / cache.QUANTIZED,
                         self.suite.limits)
 
     def _prepare(self, cases: list[Case], constants: dict, onnx_inputs: dict) -> list[tuple[Case, object]]:

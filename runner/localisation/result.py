@@ -51,6 +51,7 @@ class Localisation:
     repro: str = ""
     seconds: float = 0.0
     profile: tuple[tuple[str, int, Optional[float], Optional[float]], ...] = field(default_factory=tuple)
+    frame: Optional[int] = None         # a streamed case: the frame localised (`localisation/frames.py`)
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "node": self.node, "op_type": self.op_type, "tensor": self.tensor,
@@ -58,4 +59,5 @@ class Localisation:
                 "inherited_error": _finite(self.inherited_error), "segment": list(self.segment),
                 "verified": self.verified, "shortest": list(self.shortest), "kind": self.kind,
                 "suggestion": self.suggestion, "repro": self.repro, "seconds": round(self.seconds, 3),
-                "profile": [[t, i, _finite(e), _finite(r)] for t, i, e, r in self.profile]}
+                "profile": [[t, i, _finite(e), _finite(r)] for t, i, e, r in self.profile],
+                **({"frame": self.frame} if self.frame is not None else {})}
