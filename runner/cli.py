@@ -119,12 +119,10 @@ def cmd_localise(args) -> int:
 
 
 def localisation_line(case: dict, found: dict) -> str:
-    where = f"{case['model']}/{case['case']} [{case['backend']}] {case['verdict']}"
-    if found["status"] != "blamed":
-        return f"{where}: {found['status']} — {found.get('kind') or ''} {found.get('suggestion') or ''}".rstrip()
-    return (f"{where}: first divergent op {found['node']} ({found['op_type']}), tensor {found['tensor']}, "
-            f"rel {found['rel']}, cosine {found['cosine']}; verified: {found['verified']}; {found['kind']}: "
-            f"{found['suggestion']}" + (f"; reproducer {found['repro']}" if found.get("repro") else ""))
+    from mnn_parity.reports.terminal import localisation_text
+
+    return f"{case['model']}/{case['case']} [{case['backend']}] {case['verdict']}: " + "; ".join(
+        localisation_text(found))
 
 
 def cmd_bless(args) -> int:

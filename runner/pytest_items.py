@@ -169,6 +169,7 @@ def describe(result: CaseResult, failing: frozenset[str]) -> str:
     """Verdict, class and reason first (what CI front ends show), then the metrics, then the golden."""
     from mnn_parity.reports.formatting import short
     from mnn_parity.reports.markdown_cases import outputs_table
+    from mnn_parity.reports.terminal import localisation_text
 
     head = result.verdict.value + (f" ({result.failure_class.value})" if result.failure_class else "")
     lines = [f"{head}: {short(result.reason, REASON_MAX)}" if result.reason else head]
@@ -187,21 +188,3 @@ def describe(result: CaseResult, failing: frozenset[str]) -> str:
         lines += ["", *localisation_text(result.localisation)]
     return "\n".join(lines)
 
-
-def localisation_text(found) -> list[str]:
-    """Where MNN first goes wrong (the run's `--localise fail` found it), as plain lines for a terminal."""
-    def number(x) -> str:
-        return "–" if x is None else f"{float(x):.2e}"
-
-    if found.get("status") == "blamed":
-        lines = [f"first divergent op: {found.get('node')} ({found.get('op_type')}), tensor {found.get('tensor')}: "
-                 f"max rel {number(found.get('rel'))}, cosine {number(found.get('cosine'))}; verified alone: "
-                 f"{found.get('verified')}"]
-    else:
-        lines = [f"localisation: {found.get('status', '?')}"
-                 + (f", at tensor {found['tensor']}" if found.get("tensor") else "")]
-    if found.get("kind") or found.get("suggestion"):
-        lines.append(f"diagnosis: {found.get('kind') or '–'} — {found.get('suggestion') or ''}".rstrip(" —"))
-    if found.get("repro"):
-        lines.append(f"reproducer: {found['repro']}")
-    return lines

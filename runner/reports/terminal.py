@@ -33,3 +33,22 @@ def terminal_summary(summary: RunSummary, paths: Sequence[Path | str] = (), max_
     if paths:
         lines.append("  reports: " + ", ".join(str(p) for p in paths))
     return "\n".join(lines)
+
+
+def localisation_text(found) -> list[str]:
+    """Where MNN first goes wrong, as plain lines for a terminal: a pytest failure and `mnn-parity localise`."""
+    def number(x) -> str:
+        return "–" if x is None else f"{float(x):.2e}"
+
+    if found.get("status") == "blamed":
+        lines = [f"first divergent op: {found.get('node')} ({found.get('op_type')}), tensor {found.get('tensor')}: "
+                 f"max rel {number(found.get('rel'))}, cosine {number(found.get('cosine'))}; verified alone: "
+                 f"{found.get('verified')}"]
+    else:
+        lines = [f"localisation: {found.get('status', '?')}"
+                 + (f", at tensor {found['tensor']}" if found.get("tensor") else "")]
+    if found.get("kind") or found.get("suggestion"):
+        lines.append(f"diagnosis: {found.get('kind') or '–'} — {found.get('suggestion') or ''}".rstrip(" —"))
+    if found.get("repro"):
+        lines.append(f"reproducer: {found['repro']}")
+    return lines
