@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from mnn_parity.manifest.variants import split_name
 from mnn_parity.records import number_from_json
+from mnn_parity.reports.formatting import finite
 
 DEFAULT_MARGIN = 2.0
 NOT_HIDDEN = ("shape-mismatch", "nan-inf", "dead-output", "output-layout")
@@ -108,10 +109,6 @@ def cosine_text(slack: float) -> str:
     return str(max(Decimal(-1), Decimal(1) - Decimal(repr(slack))).normalize())
 
 
-def _finite(x: Optional[float]) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 # -- from the report's cases to groups
 
 def check_report(doc: Any, suite: str, label: str) -> None:
@@ -173,7 +170,7 @@ def need(g: Group, margin: float) -> dict[str, float]:
     if g.max_abs > 0:
         found["atol"] = max(1.0, round_up(margin * g.max_abs)) if g.integer else round_up(margin * g.max_abs)
         found["rtol"] = 0.0
-    if _finite(g.cosine) and g.cosine < 1:
+    if finite(g.cosine) and g.cosine < 1:
         found["cosine_min"] = min(2.0, round_up(margin * (1 - g.cosine)))
     if g.ref_nonfinite and g.mismatch > 0:   # NaN-vs-number positions: no atol covers them
         found["mismatch_max"] = min(1.0, round_up(margin * g.mismatch))
@@ -268,7 +265,7 @@ def _output(name: str, members: list[Group], margin: float, backend_tolerances: 
             keep: Mapping) -> OutputProposal:
     comments = [_measured(name, members)]
     blocked = [f"{b} [{g.backend}]" for g in members for b in g.blockers]
-    blocked += [f"an error beyond float64's range [{g.backend}]" for g in members if not _finite(g.max_abs)]
+    blocked += [f"an error beyond float64's range [{g.backend}]" for g in members if not finite(g.max_abs)]
     if blocked:
         comments.append(f"no tolerance proposed: {', '.join(blocked)}; a tolerance must not hide that")
         return OutputProposal(name, {}, tuple(comments), keep)
@@ -282,8 +279,8 @@ def _measured(name: str, members: list[Group]) -> str:
     backends = list(dict.fromkeys(g.backend for g in members))
     if not cases:
         return f"{name}: not compared on any case"
-    worst_cos = min((g.cosine for g in members if _finite(g.cosine)), default=None)
-    rels = [g.max_rel for g in members if _finite(g.max_rel)]
+    worst_cos = min((g.cosine for g in members if finite(g.cosine)), default=None)
+    rels = [g.max_rel for g in members if finite(g.max_rel)]
     parts = [f"max abs {max(g.max_abs for g in members):.2e}"]
     if rels:
         parts.append(f"max rel {max(rels):.2e} (at atol {max(g.configured['atol'] for g in members):g})")
