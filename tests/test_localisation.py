@@ -42,6 +42,29 @@ def test_measure_drops_unit_axes_and_names_shape_nan_and_int_divergences():
     assert diverges(measure(np.zeros(5, np.float32), ref), "high")
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_float32_blocks_give_the_float64_errors(seed):
+    # The fast path sums float32 blocks; its 1 - cosine and max rel must be what float64 sums give
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5_000, 100_000))
+    ref = (rng.standard_normal(n) * 10.0 ** rng.uniform(-4, 4)).astype(np.float32)
+    noise = 10.0 ** rng.uniform(-7, -1)
+    mnn = ((ref + rng.standard_normal(n) * np.abs(ref).max() * noise) * (1 + noise)).astype(np.float32)
+    got = measure(mnn, ref)
+    a, b = mnn.astype(np.float64), ref.astype(np.float64)
+    exact = 1.0 - a @ b / math.sqrt((a @ a) * (b @ b))
+    assert got["err"] == pytest.approx(exact, rel=1e-4, abs=1e-12)
+    assert got["rel"] == pytest.approx(np.abs(a - b).max() / np.abs(b).max(), rel=1e-6)
+    assert got["abs"] == pytest.approx(np.abs(a - b).max(), rel=1e-6)
+
+
+def test_float32_magnitudes_whose_squares_overflow_take_the_exact_path():
+    ref = np.full(10_000, 3e20, np.float32)
+    got = measure(ref * np.float32(1.5), ref)
+    assert got["status"] == "ok" and got["err"] == pytest.approx(0.0, abs=1e-12)
+    assert got["rel"] == pytest.approx(0.5, rel=1e-6)
+
+
 def test_divergence_needs_both_rel_and_cosine():
     ref = np.linspace(1, 2, 100)
     one_spike = ref.copy()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -60,20 +60,21 @@ def jump_candidates(graph: OnnxGraph, metrics: dict, trusted: set[str],
     return divergent, candidates
 
 
-def is_alias(graph: OnnxGraph, name: str, mnn_value: np.ndarray, reference: Callable[[str], Optional[np.ndarray]],
-             hint: Criterion) -> bool:
+References = Callable[[list[str]], Iterable[Optional[np.ndarray]]]
+"""ONNX Runtime's values of the names given, one at a time (None for a name it did not record)."""
+
+
+def is_alias(graph: OnnxGraph, name: str, mnn_value: np.ndarray, references: References, hint: Criterion) -> bool:
     """MNN's value under `name` equals ONNX's value of a tensor a few ops below: MNN gave a fused group's result
     the name of one of its members."""
-    for later in graph.downstream(name, ALIAS_DEPTH):
-        ref = reference(later)
+    for ref in references(graph.downstream(name, ALIAS_DEPTH)):
         if ref is not None and ref.size == mnn_value.size and same_values(mnn_value, ref, hint):
             return True
     return False
 
 
 def find(graph: OnnxGraph, metrics: dict, trusted: set[str], hint: Criterion,
-         mnn_value: Callable[[str], Optional[np.ndarray]],
-         reference: Callable[[str], Optional[np.ndarray]]) -> Finding:
+         mnn_value: Callable[[str], Optional[np.ndarray]], references: References) -> Finding:
     trusted = set(trusted)
     aliases: list[str] = []
     divergent, candidates = jump_candidates(graph, metrics, trusted, hint)
@@ -82,7 +83,7 @@ def find(graph: OnnxGraph, metrics: dict, trusted: set[str], hint: Criterion,
             break
         first = candidates[0].tensor
         value = mnn_value(first)
-        if value is None or not is_alias(graph, first, value, reference, hint):
+        if value is None or not is_alias(graph, first, value, references, hint):
             break
         aliases.append(first)
         trusted.discard(first)

@@ -6,12 +6,13 @@ Imports only numpy and one engine (onnx/onnxruntime, or MNN), because the MNN si
 VERSION` interpreter holding nothing else; `compare.py` is loaded by path from this folder for the same reason.
 stdout is pointed at stderr first: MNN's C++ prints there.
 
-ort: run the model with the wanted tensors marked as outputs, a chunk per session, and ORT_DISABLE_ALL (marked +
-     DISABLE_ALL gave the same bits as the plain model); write each tensor, and the feeds, to `store/<i>.npy` with
-     an `index.json`.
-mnn: read MNN's graph (`graph.json`), then ask the Module API for the observed names a chunk at a time (the
-     parent sizes the chunks), comparing each with the stored reference here and appending one JSON line per
-     tensor to `metrics.jsonl`.
+ort: run the model a segment at a time (`segments.py`; where it cannot be cut, the whole model with a chunk of
+     wanted tensors marked as outputs), with ORT_DISABLE_ALL (either way the same bits as the plain model); write
+     each tensor, and the feeds, to `store/<i>.npy`, each segment's entries as `part-<k>.json`, then the whole
+     `index.json`.
+mnn: read MNN's graph (`graph.json`), then ask the Module API for the observed names a chunk at a time (by count
+     and MiB), comparing each with the stored reference here and appending one JSON line per tensor to
+     `metrics.jsonl`; with `stream`, each part as ONNX Runtime publishes it.
 """
 from __future__ import annotations
 
@@ -19,17 +20,11 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def load_compare():
-    spec = importlib.util.spec_from_file_location("_mnn_parity_localisation_compare", os.path.join(HERE, "compare.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_feeds(path: str) -> dict:
@@ -37,37 +32,143 @@ def read_feeds(path: str) -> dict:
         return {name: archive[name] for name in archive.files}
 
 
+def load_sibling(name: str):
+    """A module of this folder by path: the child imports nothing of the package (see the docstring)."""
+    spec = importlib.util.spec_from_file_location(f"_mnn_parity_localisation_{name}", os.path.join(HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # a dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_ort(request: dict) -> None:
-    """A session per chunk of names (by count and by bytes): one run returning every intermediate held 2 GB for
-    PP-OCR's detector on a 736x1472 page; recomputing the model per chunk is cheaper than that."""
+    """Every wanted tensor a segment of the model at a time (`segments.py`), or, where the model cannot be cut,
+    a session of the whole model per chunk of names: one run returning every intermediate held 2 GB for PP-OCR's
+    detector on a 736x1472 page. Both keep about `budget_mb` of tensors alive at once."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(request["model"])
     feeds, index = read_feeds(request["feeds"]), {}
     types, sizes = reference_types(model, feeds)
-    declared = len(model.graph.output)
-    finals = {o.name for o in model.graph.output}
+    # `only`: just the names asked, for a store that lacks them (no final outputs, no feeds)
+    finals = set() if request.get("only") else {o.name for o in model.graph.output}
     wanted = [n for n in request["names"] if n not in finals and types.get(n)]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = int(request.get("threads", 1))
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = False   # the arena keeps every chunk's peak: chunking would save nothing
-    for names in by_budget(wanted, sizes, int(request.get("chunk", 120)), float(request.get("budget_mb", 256))):
+
+    def session(proto):
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    most, budget = int(request.get("chunk", 120)), float(request.get("budget_mb", 256))
+    segments = load_sibling("segments")
+    cuts = None if request.get("whole") else segments.plan(model, set(wanted) | finals, types, sizes, most,
+                                                                   budget)
+    compared = names_mnn_compares(request.get("mnn_graph"))
+    store = Store(request["store"], index, lambda name: compared is None or name in compared or name in finals)
+    record = set(wanted) | finals
+    chunks = None if cuts is not None else by_budget(wanted, sizes, most, budget)
+    parts = ([[t for t in cut.outputs if t in record] for cut in cuts] if cuts is not None
+             else [[*finals, *chunks[0]], *chunks[1:]])
+    # what each part will hold, before any is computed: the MNN child runs its forward meanwhile
+    write_json(os.path.join(request["store"], "plan.json"),
+               [[[t, sizes.get(t, 1.0)] for t in part if store.wants_file(t)] for part in parts])
+    if cuts is None:
+        record_by_marking(model, session, chunks, types, feeds, store)
+    else:
+        record_by_segments(model, session, segments, cuts, record, types, feeds, store)
+    for name, value in [] if request.get("only") else feeds.items():
+        # a segment may read a graph input: verification feeds it from here
+        if name not in index:
+            store.add(name, np.asarray(value), write=True)
+    write_json(os.path.join(request["store"], "index.json"), index)
+
+
+def names_mnn_compares(graph_path, wait_s: float = 60.0):
+    """The tensors MNN's graph holds (the MNN child writes it within a second of starting), or None to write
+    every tensor: one MNN fused away is never compared, and PP-OCR's detector has 31 % of its bytes in those.
+    Verification may still read one; the parent records those afterwards (`ReferenceStore.load`)."""
+    if not graph_path:
+        return None
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(graph_path):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
+    with open(graph_path) as handle:
+        graph = json.load(handle)
+    return {name for name, entry in graph.items() if entry.get("op") not in ("Input", "Const")}
+
+
+class Store:
+    """The reference being written: `index` (name -> entry), and which tensors get a file as well."""
+
+    def __init__(self, folder: str, index: dict, wants_file):
+        self.folder, self.index, self.wants_file = folder, index, wants_file
+
+    def add(self, name: str, value, write: bool = False) -> dict:
+        entry = {"shape": list(value.shape), "dtype": str(value.dtype), "maxabs": max_abs(value)}
+        if write or self.wants_file(name):
+            entry["file"] = f"{len(self.index)}.npy"
+            np.save(os.path.join(self.folder, entry["file"]), value)
+        self.index[name] = entry
+        return entry
+
+    def file(self, name: str):
+        entry = self.index.get(name, {})
+        return np.load(os.path.join(self.folder, entry["file"]), mmap_mode="r") if "file" in entry else None
+
+
+def record_by_marking(model, session, chunks, types, feeds, store: Store) -> None:
+    import onnx
+
+    declared = len(model.graph.output)
+    for names in chunks:
         del model.graph.output[declared:]
         for name in names:
             # no shape: a wrong static guess would make ORT refuse the run
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs() if o.name not in index]
-        for name, value in zip(names, session.run(names, feeds)):
-            index[name] = save_reference(request["store"], len(index), np.asarray(value))
-        del session
-    for name, value in feeds.items():   # a segment may read a graph input: verification feeds it from here
-        index.setdefault(name, save_reference(request["store"], len(index), np.asarray(value)))
-    with open(os.path.join(request["store"], "index.json"), "w") as out:
-        json.dump(index, out)
+        run = session(model)
+        names = [o.name for o in run.get_outputs() if o.name not in store.index]
+        part = {name: store.add(name, np.asarray(value)) for name, value in zip(names, run.run(names, feeds))}
+        del run
+        publish(store.folder, part)
+
+
+def record_by_segments(model, session, segments, cuts, record, types, feeds, store: Store) -> None:
+    """Each segment fed from the graph's inputs, the store's files (memory-mapped) or `carried` (tensors with no
+    file that a later segment reads, dropped after their last reader)."""
+    carried: dict = {}
+    for k, cut in enumerate(cuts):
+        given = {t: feeds[t] if t in feeds else carried[t] if t in carried else store.file(t) for t in cut.inputs}
+        run = session(segments.extract(model, cut, given, types))
+        part = {}
+        for name, value in zip(cut.outputs, run.run(list(cut.outputs), given)):
+            if name in record and name not in store.index:
+                part[name] = store.add(name, np.asarray(value))
+            if "file" not in store.index.get(name, {}):
+                carried[name] = value
+        del run, given
+        publish(store.folder, part)
+        later = {t for c in cuts[k + 1:] for t in c.inputs}
+        for name in [t for t in carried if t not in later]:
+            del carried[name]
+
+
+def publish(store: str, part: dict) -> None:
+    """The next `part-<k>.json`: a streaming MNN child compares its tensors as soon as it exists."""
+    count = sum(1 for name in os.listdir(store) if name.startswith("part-") and name.endswith(".json"))
+    write_json(os.path.join(store, f"part-{count}.json"), part)
+
+
+def write_json(path: str, data) -> None:
+    """Renamed into place whole: the other child polls for the file and must never read half of it."""
+    with open(path + ".tmp", "w") as out:
+        json.dump(data, out)
+    os.replace(path + ".tmp", path)
 
 
 def reference_types(model, feeds: dict) -> tuple:
@@ -106,12 +207,6 @@ def by_budget(names: list, sizes: dict, most: int, budget_mb: float) -> list:
         chunks[-1].append(name)
         used += size
     return chunks
-
-
-def save_reference(store: str, position: int, value) -> dict:
-    np.save(os.path.join(store, f"{position}.npy"), value)
-    return {"file": f"{position}.npy", "shape": list(value.shape), "dtype": str(value.dtype),
-            "maxabs": max_abs(value)}
 
 
 def max_abs(value) -> float:
@@ -170,13 +265,14 @@ def mnn_session(request: dict):
     held: list = []
 
     def forward(outputs: list) -> dict:
+        held.clear()   # the last chunk's buffers, freed before this forward allocates its own
         module = nn.load_module_from_file(request["model"], order, outputs, runtime_manager=manager,
                                           shape_mutable=True, rearrange=False)
         results = module.forward(variables())
         results = results if isinstance(results, (list, tuple)) else [results]
         if len(results) < len(outputs):
             raise RuntimeError(f"MNN's forward produced {len(results)} of {len(outputs)} outputs")
-        got, held[:] = {}, []
+        got = {}
         for name, var in zip(outputs, results):
             if var.data_format == F.NC4HW4:
                 var = F.convert(var, F.NCHW)
@@ -188,39 +284,77 @@ def mnn_session(request: dict):
     return F, forward
 
 
+def wait_for(path: str) -> None:
+    while not os.path.exists(path):
+        time.sleep(0.005)   # the parent kills this child if ONNX Runtime fails or the case times out
+
+
+def reference_parts(request: dict):
+    """(planned names with their MiB, then a callable giving that part's index entries) per part of the reference:
+    the finished store as one part, or, when streaming, each part of ONNX Runtime's `plan.json`, its entries
+    waited for (`part-<k>.json`) only once MNN has run its forward for it."""
+    store = request["store"]
+    if not request.get("stream"):
+        with open(os.path.join(store, "index.json")) as handle:
+            index = json.load(handle)
+        yield [[n, entry_mib(e)] for n, e in index.items() if "file" in e], lambda: index
+        return
+    wait_for(os.path.join(store, "plan.json"))
+    with open(os.path.join(store, "plan.json")) as handle:
+        plan = json.load(handle)
+    for k, planned in enumerate(plan):
+        def entries(path=os.path.join(store, f"part-{k}.json")) -> dict:
+            wait_for(path)
+            with open(path) as handle:
+                return json.load(handle)
+        yield planned, entries
+
+
+def entry_mib(entry: dict) -> float:
+    return float(np.prod(entry["shape"], dtype=np.float64)) * np.dtype(entry["dtype"]).itemsize / 2**20
+
+
 def run_mnn(request: dict) -> None:
-    compare = load_compare()
+    compare = load_sibling("compare")
     F, forward = mnn_session(request)
     graph = mnn_graph(F, request["model"])
     with open(os.path.join(request["out"], "graph.json"), "w") as out:
         json.dump(graph, out)
-    with open(os.path.join(request["store"], "index.json")) as handle:
-        index = json.load(handle)
     finals = list(request["outputs"])
-    def wanted(name: str) -> bool:
-        return name in index and (name in finals or (name in graph and graph[name]["op"] not in ("Input", "Const")))
+    asked = {n: i for i, n in enumerate(request["names"])}
 
-    chunks = [[n for n in chunk if wanted(n)] for chunk in request["chunks"]]
+    def wanted(name: str) -> bool:
+        return name in asked and (name in finals or (name in graph and graph[name]["op"] not in ("Input", "Const")))
+
+    most, budget = int(request.get("chunk", 40)), float(request.get("budget_mb", 256))
     dump, dumped = set(request.get("dump", [])), {}
     with open(os.path.join(request["out"], "metrics.jsonl"), "a") as lines:
-        for names in [c for c in chunks if c]:
-            try:
-                got = forward(finals + [n for n in names if n not in finals])
-            except Exception as error:   # one name MNN cannot give must not cost the rest
-                for name in names:
-                    lines.write(json.dumps({"name": name, "status": "unavailable", "detail": str(error)}) + "\n")
-                lines.flush()
-                continue
-            for name in names:
-                ref = np.load(os.path.join(request["store"], index[name]["file"]), mmap_mode="r")
-                metric = compare.measure(got[name], np.asarray(ref))
-                lines.write(json.dumps({"name": name, "shape": list(got[name].shape), **metric}) + "\n")
-                if name in dump:
-                    dumped[name] = f"dump-{len(dumped)}.npy"
-                    np.save(os.path.join(request["out"], dumped[name]), got[name])
-            lines.flush()
+        for planned, entries in reference_parts(request):
+            sizes = dict((n, float(mib)) for n, mib in planned if wanted(n))
+            names = sorted(sizes, key=asked.get)
+            for chunk in by_budget(names, sizes, most, budget) if names else []:
+                compare_chunk(compare, forward, finals, chunk, entries, request, lines, dump, dumped)
     with open(os.path.join(request["out"], "dumps.json"), "w") as out:
         json.dump(dumped, out)
+
+
+def compare_chunk(compare, forward, finals, names, entries, request, lines, dump, dumped) -> None:
+    try:
+        got = forward(finals + [n for n in names if n not in finals])
+    except Exception as error:   # one name MNN cannot give must not cost the rest
+        for name in names:
+            lines.write(json.dumps({"name": name, "status": "unavailable", "detail": str(error)}) + "\n")
+        lines.flush()
+        return
+    index = entries()
+    for name in [n for n in names if "file" in index.get(n, {})]:
+        ref = np.load(os.path.join(request["store"], index[name]["file"]), mmap_mode="r")
+        metric = compare.measure(got[name], np.asarray(ref))
+        lines.write(json.dumps({"name": name, "shape": list(got[name].shape), **metric}) + "\n")
+        if name in dump:
+            dumped[name] = f"dump-{len(dumped)}.npy"
+            np.save(os.path.join(request["out"], dumped[name]), got[name])
+    lines.flush()
 
 
 def main(argv: list) -> None:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import onnx
@@ -18,8 +18,8 @@ from mnn_parity.localisation import blame, diagnose
 from mnn_parity.localisation.compare import Criterion, diverges, within
 from mnn_parity.localisation.extract import value_types
 from mnn_parity.localisation.graph import OnnxGraph, structurally_trusted
-from mnn_parity.localisation.intermediates import (ChildFailed, MnnProfile, ReferenceStore, profile_mnn,
-                                                   record_reference)
+from mnn_parity.localisation.intermediates import (ChildFailed, MnnProfile, MnnRequest, ReferenceStore,
+                                                   profile_mnn, record_and_profile)
 from mnn_parity.localisation.result import Localisation, LocaliseOptions
 from mnn_parity.localisation.verify import Verification, Verifier, verify
 from mnn_parity.manifest.spec import ConvertFlags, Limits
@@ -58,13 +58,29 @@ class Run:
     feeds_path: Path
 
     def mnn_value(self, name: str) -> Optional[np.ndarray]:
+        # the alias check asks for these next: ONNX Runtime records them while MNN runs
+        finish = self.store.begin(self.graph.downstream(name, blame.ALIAS_DEPTH))
+        try:
+            return self._mnn_value(name)
+        finally:
+            finish()
+
+    def _mnn_value(self, name: str) -> Optional[np.ndarray]:
         again = profile_mnn(self.mnn_path, self.converter.python, self.feeds_path,
                             list(self.graph.inputs), list(self.graph.outputs), [name], self.store,
                             self.workdir / f"alias-{self.graph.order(name)}", self.runtime, self.limits, dump=[name])
         return np.load(again.dumps[name]) if name in again.dumps else None
 
-    def reference(self, name: str) -> Optional[np.ndarray]:
-        return self.store.load(name) if name in self.store else None
+    def references(self, names: list[str]) -> Iterator[Optional[np.ndarray]]:
+        # the alias check reads the tensors below a candidate, most of which MNN fused away: recorded together
+        self.store.ensure(names)
+        for name in names:
+            yield self.store.load(name) if name in self.store else None
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Files for every tensor a verification of these nodes can feed or judge, in one ONNX Runtime child."""
+        nodes = self.graph.nodes
+        self.store.ensure([t for i in indices for t in (*nodes[i].inputs, *nodes[i].outputs)])
 
 
 def effective_hint(hint: str, runtime: dict, flags: ConvertFlags) -> str:
@@ -161,11 +177,11 @@ def verified_blame(run: Run, finding: blame.Finding,
     first: Optional[tuple[blame.Candidate, Verification]] = None
     for candidate in finding.candidates[: run.options.candidates]:
         indices = blame.segment(run.graph, candidate)
+        longer, later = blame.extended(run.graph, candidate, observed)
+        run.prefetch(indices + longer)
         result = verify(verifier, indices, candidate.tensor)
-        if result.verified == "no":
-            longer, later = blame.extended(run.graph, candidate, observed)
-            if later:
-                result = verify(verifier, longer, later)
+        if result.verified == "no" and later:
+            result = verify(verifier, longer, later)
         first = first or (candidate, result)
         if result.verified != "no":
             return candidate, result
@@ -256,12 +272,12 @@ def _localise(onnx_path: Path, mnn_path: Path, feeds: dict, runtime: dict, conve
     np.savez(ort_feeds, **{n: np.asarray(feeds[n]) for n in graph.inputs})
     np.savez(mnn_path_feeds, **mnn_feeds({n: feeds[n] for n in graph.inputs}))
     names = graph.observable()
-    store = record_reference(onnx_path, ort_feeds, names, workdir, limits, chunk=options.reference_chunk,
-                             budget_mb=options.chunk_mb)
     hint = effective_hint(tolerance_hint, runtime, flags)
-    profile = profile_mnn(mnn_path, converter.python, mnn_path_feeds, list(graph.inputs), list(graph.outputs),
-                          names, store, workdir / "mnn", runtime, limits, options.chunk, dump=list(graph.outputs),
-                          budget_mb=options.chunk_mb)
+    request = MnnRequest(mnn_path, converter.python, mnn_path_feeds, list(graph.inputs), list(graph.outputs),
+                         runtime, options.chunk, options.chunk_mb)
+    store, profile = record_and_profile(onnx_path, ort_feeds, names, workdir, request, limits,
+                                        dump=list(graph.outputs), reference_chunk=options.reference_chunk,
+                                        budget_mb=options.chunk_mb)
     missing = [o for o in graph.outputs if profile.metrics.get(o, {"status": "unavailable"})["status"] == "unavailable"]
     if missing:
         detail = profile.metrics.get(missing[0], {}).get("detail", "")
@@ -280,7 +296,7 @@ def _localise(onnx_path: Path, mnn_path: Path, feeds: dict, runtime: dict, conve
                                 f"(max rel > 1e-2 and cosine below the {hint}-precision bound)", profile=rows)
         # Only the case's own, tighter tolerance fails: look for a jump at that cosine bound instead
         run.hint = float(case.tolerance.get("cosine_min", 0.0)) or hint
-    finding = blame.find(graph, profile.metrics, trusted, run.hint, run.mnn_value, run.reference)
+    finding = blame.find(graph, profile.metrics, trusted, run.hint, run.mnn_value, run.references)
     rows = profile_rows(run, trusted - set(finding.aliases))
     if not finding.candidates:
         found = drift_finding(run, finding) if finding.divergent else below_criterion(run, failing_outputs(
