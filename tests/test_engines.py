@@ -227,14 +227,14 @@ def test_the_worker_runs_where_the_runner_is_not_installed(tmp_path: Path):
     model = onnx_models.conv_relu(tmp_path / "conv.onnx")
     argv = bare + sandbox.command(sys.executable, WORKER_SCRIPT)[1:]
     load = {"op": "load", **EngineSpec("onnxruntime", model, (), ("y",)).as_request()}
-    probe = {"op": "infer", "feeds": str(tmp_path / "x.npy"), "names": ["x"], "out": str(tmp_path / "y.npy")}
-    write_arrays(str(tmp_path / "x.npy"), {"x": np.ones((1, 3, 8, 8), np.float32)})
+    arrays = write_arrays(str(tmp_path / "x.bin"), {"x": np.ones((1, 3, 8, 8), np.float32)})
+    probe = {"op": "infer", "feeds": str(tmp_path / "x.bin"), "arrays": arrays, "out": str(tmp_path / "y.bin")}
     done = subprocess.run(argv, input=json.dumps(load) + "\n" + json.dumps(probe) + "\n", env=env,
                           capture_output=True, text=True, timeout=120)
     replies = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["ok"] for r in replies] == [True, True], done.stderr
     assert replies[0]["outputs"] == ["y"] and "seccomp" in replies[0]["sandbox"]
-    assert read_arrays(str(tmp_path / "y.npy"), replies[1]["outputs"])["y"].shape == (1, 4, 8, 8)
+    assert read_arrays(str(tmp_path / "y.bin"), replies[1]["outputs"])["y"].shape == (1, 4, 8, 8)
 
 
 @pytest.mark.slow

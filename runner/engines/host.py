@@ -138,17 +138,15 @@ class EngineProcess:
               warmup: int = 0, repeat: int = 0) -> tuple[dict[str, np.ndarray], Optional[float]]:
         """Outputs by name, and the median latency in ms when `repeat` > 0."""
         self._calls += 1
-        feeds_path = Path(self._scratch.name) / f"feeds-{self._calls}.npy"
-        out_path = Path(self._scratch.name) / f"out-{self._calls}.npy"
+        # the same two files every call: calls to one worker never overlap, and the scratch goes at close()
+        feeds_path, out_path = Path(self._scratch.name) / "feeds.bin", Path(self._scratch.name) / "out.bin"
         try:
-            names = write_arrays(str(feeds_path), feeds)
-            reply = self._call({"op": "infer", "feeds": str(feeds_path), "names": names, "out": str(out_path),
+            arrays = write_arrays(str(feeds_path), feeds)
+            reply = self._call({"op": "infer", "feeds": str(feeds_path), "arrays": arrays, "out": str(out_path),
                                 "stream": stream, "warmup": warmup, "repeat": repeat})
             outputs = read_arrays(str(out_path), reply.get("outputs", []))
         finally:
             self._calls_on_model += 1
-            feeds_path.unlink(missing_ok=True)
-            out_path.unlink(missing_ok=True)
         return outputs, reply.get("latency_ms")
 
     def log_tail(self, limit: int = 4000) -> str:

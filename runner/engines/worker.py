@@ -103,7 +103,7 @@ class Worker:
         if self.engine is None:
             return {"ok": False, "error": "no model is loaded"}
         engine, stream = self.engine, request.get("stream")
-        feeds = read_arrays(request["feeds"], request["names"])
+        feeds = read_arrays(request["feeds"], request["arrays"])
         run = (lambda: run_stream(engine, feeds, stream)) if stream else (lambda: engine.infer(feeds))
         outputs, latency = timed(run, int(request.get("warmup", 0)), int(request.get("repeat", 0)))
         return {"ok": True, "outputs": write_arrays(request["out"], outputs), "latency_ms": latency}
