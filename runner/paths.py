@@ -10,6 +10,7 @@ A leaf module: validation (`manifest.semantic`) and the run (`inputs.cases`) bot
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import os
 from dataclasses import dataclass, field
@@ -34,11 +35,19 @@ def resolved(root: PathLike, path: PathLike) -> Optional[Path]:
         return None
 
 
+@functools.lru_cache(maxsize=64)
+def real_root(root: str) -> Path:
+    """The repository root with its symlinks resolved, once per process: resolving it again for every file a run
+    opens was a tenth of the runner's own time on the conformance suite. The files themselves are always
+    resolved afresh (`resolved`), since one can change between validation and the run."""
+    return Path(root).resolve()
+
+
 def inside(root: PathLike, path: PathLike) -> bool:
     """True when `path`, with every symlink followed, is `root` or lies under it."""
-    real_root = Path(root).resolve()
-    target = resolved(real_root, path)
-    return target is not None and (target == real_root or real_root in target.parents)
+    root_path = real_root(str(root))
+    target = resolved(root_path, path)
+    return target is not None and (target == root_path or root_path in target.parents)
 
 
 def shown(root: PathLike, path: PathLike) -> str:
@@ -136,7 +145,7 @@ def _iter_glob(root: Path, pattern: str) -> Iterator[Path]:
 
 def match_glob(root: PathLike, pattern: str) -> GlobMatch:
     """Expand `pattern` relative to `root`, sorting each match by where it really leads."""
-    root = Path(root).resolve()
+    root = real_root(str(root))
     match = GlobMatch(root, pattern)
     if _escapes_lexically(pattern):     # refused unexpanded: not even a folder outside is listed
         match.escapes = True
@@ -220,6 +229,11 @@ def _external_locations(model) -> list[str]:
     return sorted(set(locations))
 
 
+# TensorProto.data_location (field 14, a varint) set to EXTERNAL (1), as serialized: an external tensor's bytes
+# hold this, or the key "location", or both
+EXTERNAL_TAG = bytes([14 << 3, 1])
+
+
 def external_data_problems(onnx_path: PathLike, root: PathLike) -> list[str]:
     """Why opening this model with its external data would read outside `root` or fail; [] when it would not.
 
@@ -227,12 +241,15 @@ def external_data_problems(onnx_path: PathLike, root: PathLike) -> list[str]:
     """
     import onnx
 
-    root, onnx_path = Path(root).resolve(), Path(root) / onnx_path
+    root, onnx_path = real_root(str(root)), Path(root) / onnx_path
     if not inside(root, onnx_path):
         return [f"the model {shown(root, onnx_path)} resolves to {resolved(root, onnx_path)}, outside the "
                 f"repository root {root}"]
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        raw = onnx_path.read_bytes()
+        if b"location" not in raw and EXTERNAL_TAG not in raw:
+            return []   # no tensor can be external: skip the parse (most models; each parse holds the GIL)
+        model = onnx.load_model_from_string(raw)
     except Exception:   # onnx raises DecodeError, ValueError, ... for a file that is not ONNX
         return []
     # ONNX Runtime resolves a location against the folder of the path it is given, MNN's converter against the

@@ -187,3 +187,13 @@ def test_a_model_linked_from_another_folder_is_checked_against_both_folders(tree
     assert external_data_problems(model, tree) == []
     problems = external_data_problems(tree / "alias.onnx", tree)
     assert len(problems) == 1 and "'../weights.bin'" in problems[0]
+
+
+def test_an_external_tensor_without_a_location_is_found_though_the_file_never_says_location(tree: Path):
+    model = external_model(tree / "models/conv.onnx")
+    proto = onnx.load(str(model), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        del tensor.external_data[:]            # still data_location EXTERNAL: the bytes' only trace of it
+    onnx.save_model(proto, str(model))
+    assert b"location" not in model.read_bytes()
+    assert external_data_problems(model, tree) == ["a tensor has external data without a location"]

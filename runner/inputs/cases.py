@@ -14,7 +14,7 @@ import numpy as np
 from mnn_parity.inputs.arrays import load_npz
 from mnn_parity.inputs.preprocess import PreprocessError, run_pipeline
 from mnn_parity.manifest.spec import ModelSpec
-from mnn_parity.paths import inside, match_glob, resolved, shown
+from mnn_parity.paths import inside, match_glob, real_root, resolved, shown
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def list_cases(model: ModelSpec, root: Path) -> list[Case]:
     Refused rather than dropped: `validate` reports it, and a file that changed since is a failed case in the
     report, not a case silently missing from it.
     """
-    root = Path(root).resolve()
+    root = real_root(str(root))
     patterns = (model.cases,) if model.cases else next(spec.files for spec in model.inputs.values() if spec.files)
     files: dict[Path, str] = {}
     for pattern in patterns:
