@@ -256,8 +256,9 @@ def add_conformance_parser(commands) -> None:
                                       "report (reports/conformance.md)")
     conformance.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
     conformance.add_argument("--jobs", type=int, default=0, help="tests run in parallel (default: core count)")
-    conformance.add_argument("--executor", default="threads", type=executor_choice,
-                             help="threads (default), dask (a local cluster of --jobs workers) or dask://HOST:PORT")
+    conformance.add_argument("--executor", default=None, type=executor_choice,
+                             help="processes (--jobs worker processes; the default from 200 tests), threads (the "
+                                  "default below), dask (a local cluster of --jobs workers) or dask://HOST:PORT")
     conformance.add_argument("--op", action="append", help="only the tests of this op, e.g. Relu (repeatable)")
     conformance.add_argument("--test", action="append", help="only this node test, e.g. test_relu (repeatable)")
     conformance.add_argument("--compare", metavar="JSON", help="a previous conformance JSON (e.g. "
@@ -291,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--mnn", metavar="VERSION", help="run the MNN side under this MNN release")
         sub.add_argument("--jobs", type=int, default=0, help="models run in parallel (default: core count)")
         sub.add_argument("--executor", default="threads", type=executor_choice,
-                         metavar="threads|dask|dask://HOST:PORT",
-                         help="where models run: threads of this process (default), a local Dask cluster of --jobs "
-                              "worker processes, or the workers of a running Dask scheduler")
+                         metavar="threads|processes|dask|dask://HOST:PORT",
+                         help="where models run: threads of this process (default), --jobs worker processes (for "
+                              "hundreds of small models), a local Dask cluster of --jobs worker processes, or the "
+                              "workers of a running Dask scheduler")
         sub.add_argument("--goldens", metavar="DIR", help="golden store (default: goldens/, tracked by goldens.dvc)")
         sub.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0, default=1,
                          help="print only cases that are not as expected")

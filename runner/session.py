@@ -53,7 +53,7 @@ class SessionConfig:
     localise: str = "fail"                       # never | fail | always: name the first divergent op
     cases: Optional[frozenset[str]] = None       # only these cases (the `localise` command)
     converter: str = "persistent"                # or "fresh": a converter child per conversion (RunOptions)
-    executor: str = "threads"                    # threads | dask | dask://HOST:PORT (execution/executors.py)
+    executor: str = "threads"                    # threads | processes | dask | dask://HOST:PORT (executors.py)
 
     @property
     def goldens(self) -> Path:

@@ -117,9 +117,9 @@ def test_a_running_scheduler_is_used_and_engine_children_stay_sandboxed(repo: Pa
 
 
 def test_executor_choices_are_checked():
-    assert [check_choice(c) for c in ("threads", "dask", "dask://10.0.0.5:8786")] == \
-        ["threads", "dask", "dask://10.0.0.5:8786"]
-    for bad in ("processes", "dask://nohost", "dask://:8786", "tcp://h:1"):
+    assert [check_choice(c) for c in ("threads", "processes", "dask", "dask://10.0.0.5:8786")] == \
+        ["threads", "processes", "dask", "dask://10.0.0.5:8786"]
+    for bad in ("process", "dask://nohost", "dask://:8786", "tcp://h:1"):
         with pytest.raises(ExecutorError):
             check_choice(bad)
 

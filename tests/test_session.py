@@ -73,7 +73,8 @@ def test_the_session_reports_cases_as_they_finish_and_returns_the_records(repo: 
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_children_within_seconds_and_writes_a_partial_report(tmp_path: Path):
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_ctrl_c_stops_children_within_seconds_and_writes_a_partial_report(tmp_path: Path, executor: str):
     from onnx import TensorProto, helper, numpy_helper
 
     # A chain of big MatMuls: seconds of work per engine call, so Ctrl-C lands while children compute.
@@ -93,8 +94,8 @@ def test_ctrl_c_stops_children_within_seconds_and_writes_a_partial_report(tmp_pa
     (tmp_path / "suites/slow.yaml").write_text(one_model_manifest("slow", "chain", "limits: {timeout_s: 600}\n"
                                                                   "latency: {warmup: 0, repeat: 0}"))
     env = {**os.environ, "MNN_PARITY_ROOT": str(tmp_path), "MNN_PARITY_CACHE_DIR": str(tmp_path / ".cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "mnn_parity.cli", "run"], cwd=tmp_path, env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mnn_parity.cli", "run", "--executor", executor, "--jobs", "2"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     time.sleep(8)                                  # conversion done, engines busy
     proc.send_signal(signal.SIGINT)
     started = time.monotonic()

@@ -15,6 +15,12 @@ from mnn_parity.manifest.tolerance import cascade
 from mnn_parity.records import CaseRun
 
 
+# The default executor: worker processes from this many tests, threads below. Processes keep each test's Python
+# apart (all 1538 tests at --jobs 2: 1.84x --jobs 1, threads 1.64x), but cost ~0.5 s to start, which a sample of
+# 60 tests did not earn back (1.02-1.2x, threads 1.31x; bench/scaling.py, bench/conformance.py).
+PROCESSES_FROM = 200
+
+
 @dataclass(frozen=True)
 class ConformanceRun:
     source: str
@@ -28,13 +34,14 @@ class ConformanceRun:
 def run_conformance(root: Path, *, mnn: Optional[str] = None, jobs: int = 0, ops: Optional[Iterable[str]] = None,
                     names: Optional[Iterable[str]] = None, tree: str = TREE, events=None,
                     cache_dir: Optional[Path] = None, converter: str = "persistent",
-                    executor: str = "threads") -> ConformanceRun:
+                    executor: Optional[str] = None) -> ConformanceRun:
     from mnn_parity.session import Session, SessionConfig
 
     root = Path(root).resolve()
     source, every = load_tests(root, tree)
     tests = select(every, ops, names)
     suite = build_suite(root, tests, tree, source)
+    executor = executor or ("processes" if len(suite.models) >= PROCESSES_FROM else "threads")
     config = SessionConfig(root=root, mnn=mnn, jobs=jobs, cache_dir=cache_dir, localise="never", converter=converter,
                            executor=executor)
     # Goldens play no part: a folder that never exists keeps the session's golden gate and drift out of the way.

@@ -1,7 +1,7 @@
 """Work items on Dask: a local cluster of worker processes, or the workers of a running scheduler.
 
 Imported only when `--executor dask` or `dask://HOST:PORT` is chosen. The unit of work is one `WorkItem` (one
-model); each Dask worker process keeps its own engine `WorkerPool` (module state below, closed by a worker plugin
+model); each Dask worker process keeps its own engine `WorkerPool` (`worker_pools.py`, closed by a worker plugin
 at the worker's teardown), so models with the same engine configuration reuse a running engine on that worker.
 Engines and converters are still children started through `sandbox.py` (no sockets, memory cap, die with the
 worker); only the Dask worker processes themselves talk to the scheduler.
@@ -23,11 +23,10 @@ from typing import Iterator, Optional, Sequence
 import dask
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 
-from mnn_parity.engines.host import WorkerPool
 from mnn_parity.execution.executors import ExecutorError, Interrupted
-from mnn_parity.execution.model_work import ModelOutcome, ModelWork, Phase, Progress, execute
+from mnn_parity.execution.model_work import ModelOutcome, Phase, Progress
 from mnn_parity.execution.plan import WorkItem
-from mnn_parity.manifest.spec import Limits
+from mnn_parity.execution.worker_pools import close_pools, kill_children, lost, run_item
 
 RETRIES = 1
 PLUGIN_NAME = "mnn-parity-engine-pools"
@@ -41,44 +40,7 @@ CONFIG = {"distributed.scheduler.http.routes": [], "distributed.worker.http.rout
           "distributed.scheduler.allowed-failures": RETRIES, "distributed.nanny.pre-spawn-environ": {}}
 
 # -------------------------------------------------------------------------------------------- worker side
-_POOLS: dict[Limits, WorkerPool] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool(limits: Limits) -> WorkerPool:
-    with _POOLS_LOCK:
-        if limits not in _POOLS:
-            _POOLS[limits] = WorkerPool(limits)
-        return _POOLS[limits]
-
-
-def run_item(item: WorkItem) -> ModelOutcome:
-    """One model on a Dask worker, with that worker process's engine pool."""
-    return execute(item, _pool(item.suite.limits))
-
-
-def close_pools() -> int:
-    """Close this worker process's engine pools (teardown); returns how many there were."""
-    with _POOLS_LOCK:
-        pools = list(_POOLS.values())
-        _POOLS.clear()
-    for pool in pools:
-        pool.close()
-    return len(pools)
-
-
-def kill_children() -> int:
-    """Ctrl-C on the driver: kill every engine and converter of this worker process now, so that a model in
-    progress ends at once (its engines report a crash); later tasks start fresh pools. Returns the pools killed."""
-    from mnn_parity.conversion.mnnconvert import kill_all_children
-
-    with _POOLS_LOCK:
-        pools = list(_POOLS.values())
-        _POOLS.clear()
-    for pool in pools:
-        pool.kill_all()
-    kill_all_children()
-    return len(pools)
+# run_item, close_pools and kill_children run on the Dask workers (execution/worker_pools.py)
 
 
 class EnginePools(WorkerPlugin):
@@ -183,18 +145,3 @@ def _collect(future, item: WorkItem) -> ModelOutcome:
     except Exception as error:   # KilledWorker, a task that raised twice, a result that could not travel
         reason = f"the Dask task for this model failed {RETRIES + 1} times: {type(error).__name__}: {error}"
         return lost(item, reason)
-
-
-def lost(item: WorkItem, reason: str) -> ModelOutcome:
-    from mnn_parity.inputs.cases import list_cases
-    from mnn_parity.records import Verdict
-
-    work = ModelWork(item, None, lambda result: None, lambda model, what: None)
-    try:
-        cases = [c.name for c in list_cases(item.model, item.suite.root)
-                 if item.options.cases is None or c.name in item.options.cases]
-    except Exception:   # the case files cannot be listed here either: one line for the model
-        cases = []
-    work.setup_errors.append(f"{item.model.name}: {reason}")
-    work._fail_all(cases, Verdict.ERROR, reason)
-    return work._outcome()

@@ -1,6 +1,9 @@
 """Who executes work items: items in, outcomes out, in item order.
 
-- `threads` (the default): models in parallel in threads of this process, one engine worker pool shared by all.
+- `threads` (the default of `run`): models in parallel in threads of this process, one engine worker pool shared
+  by all.
+- `processes` (`conformance`'s default from 200 tests): `--jobs` worker processes of this machine, each with its
+  own engine pool (`process_executor.py`): no interpreter lock shared between models.
 - `dask`: a local Dask cluster of worker processes (`--jobs` of them), each with its own engine pool.
 - `dask://HOST:PORT`: the workers of a running Dask scheduler (`dask_executor.py`).
 
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
     from mnn_parity.execution.model_work import ModelOutcome, Phase, Progress
     from mnn_parity.execution.plan import WorkItem
 
-CHOICES = "threads, dask or dask://HOST:PORT"
+CHOICES = "threads, processes, dask or dask://HOST:PORT"
 DASK_SCHEME = "dask://"
 DASK_MISSING = ("--executor dask needs Dask, which is not installed here: "
                 "pip install 'mnn-parity[dask]' (or 'dask[distributed]')")
@@ -46,7 +49,7 @@ class Executor(Protocol):
 
 def check_choice(choice: str) -> str:
     """The choice itself when it names an executor, else ExecutorError saying what would."""
-    if choice in ("threads", "dask"):
+    if choice in ("threads", "processes", "dask"):
         return choice
     if choice.startswith(DASK_SCHEME):
         host, _, port = choice[len(DASK_SCHEME):].rpartition(":")
@@ -59,8 +62,12 @@ def check_choice(choice: str) -> str:
 def make_executor(choice: str, jobs: int) -> Executor:
     """An executor not yet started; `jobs` is the thread count, or the local Dask cluster's worker count."""
     choice = check_choice(choice)
-    if choice == "threads":
+    if choice == "threads" or (choice == "processes" and jobs <= 1):   # one model at a time: no process to add
         return ThreadExecutor(jobs)
+    if choice == "processes":
+        from mnn_parity.execution.process_executor import ProcessExecutor
+
+        return ProcessExecutor(jobs)
     try:
         import distributed  # noqa: F401  (only to say clearly that it is missing)
     except ImportError:
