@@ -1,6 +1,6 @@
 """What localisation costs: wall time and peak memory of the parent and of its largest child.
 
-    .venv/bin/python bench/localise.py [--model ppocr-det|ppocr-det@fp16|...|tiny] [--case 0] [--chunk 100]
+    .venv/bin/python bench/localise.py [--model ppocr-det|ppocr-det@fp16|...|tiny] [--case 0] [--chunk N]
 
 Converts the model first (cached in a temporary folder), times the case's plain run (a fresh ONNX Runtime and a
 fresh MNN worker each loading the model and running the case once, as a run does), then localises the case in a
@@ -129,7 +129,8 @@ def inner(onnx_path: str, mnn_path: str, feeds_path: str, work: str, chunk: int,
     sampler.start()
     start = time.perf_counter()
     found = localise(Path(onnx_path), Path(mnn_path), feeds, {"device": "CPU", "precision": "high", "threads": 1},
-                     flags, "high", Path(work) / "localise", options=LocaliseOptions(chunk=chunk),
+                     flags, "high", Path(work) / "localise",
+                     options=LocaliseOptions(chunk=chunk) if chunk else LocaliseOptions(),
                      case=Case(tolerance=tolerance))
     seconds = time.perf_counter() - start
     sampler.done.set()
@@ -148,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ppocr-det", help="a model of suites/ocr.yaml, or `tiny`")
     parser.add_argument("--case", type=int, default=0, help="which of its cases (files in sorted order)")
-    parser.add_argument("--chunk", type=int, default=100)
+    parser.add_argument("--chunk", type=int, default=0, help="names per MNN forward (default: LocaliseOptions')")
     parser.add_argument("--inner", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:

@@ -289,25 +289,29 @@ def wait_for(path: str) -> None:
         time.sleep(0.005)   # the parent kills this child if ONNX Runtime fails or the case times out
 
 
-def reference_parts(request: dict):
-    """(planned names with their MiB, then a callable giving that part's index entries) per part of the reference:
-    the finished store as one part, or, when streaming, each part of ONNX Runtime's `plan.json`, its entries
-    waited for (`part-<k>.json`) only once MNN has run its forward for it."""
+def reference_plan(request: dict):
+    """(every planned name with its MiB, name -> its part, part -> that part's index entries) of the reference:
+    the finished store as one part, or, when streaming, ONNX Runtime's `plan.json`, a part's entries waited for
+    (`part-<k>.json`) only when a comparison needs them, after MNN has run its forward."""
     store = request["store"]
     if not request.get("stream"):
         with open(os.path.join(store, "index.json")) as handle:
             index = json.load(handle)
-        yield [[n, entry_mib(e)] for n, e in index.items() if "file" in e], lambda: index
-        return
+        return [(n, entry_mib(e)) for n, e in index.items() if "file" in e], {n: 0 for n in index}, lambda k: index
     wait_for(os.path.join(store, "plan.json"))
     with open(os.path.join(store, "plan.json")) as handle:
         plan = json.load(handle)
-    for k, planned in enumerate(plan):
-        def entries(path=os.path.join(store, f"part-{k}.json")) -> dict:
+    loaded: dict = {}
+
+    def part(k: int) -> dict:
+        if k not in loaded:
+            path = os.path.join(store, f"part-{k}.json")
             wait_for(path)
             with open(path) as handle:
-                return json.load(handle)
-        yield planned, entries
+                loaded[k] = json.load(handle)
+        return loaded[k]
+    return ([(n, float(mib)) for names in plan for n, mib in names],
+            {n: k for k, names in enumerate(plan) for n, _ in names}, part)
 
 
 def entry_mib(entry: dict) -> float:
@@ -328,12 +332,15 @@ def run_mnn(request: dict) -> None:
 
     most, budget = int(request.get("chunk", 40)), float(request.get("budget_mb", 256))
     dump, dumped = set(request.get("dump", [])), {}
+    planned, part_of, part = reference_plan(request)
+    sizes = {n: mib for n, mib in planned if wanted(n)}
+    names = sorted(sizes, key=asked.get)
     with open(os.path.join(request["out"], "metrics.jsonl"), "a") as lines:
-        for planned, entries in reference_parts(request):
-            sizes = dict((n, float(mib)) for n, mib in planned if wanted(n))
-            names = sorted(sizes, key=asked.get)
-            for chunk in by_budget(names, sizes, most, budget) if names else []:
-                compare_chunk(compare, forward, finals, chunk, entries, request, lines, dump, dumped)
+        # chunks across ONNX Runtime's parts: a small last segment shares a forward instead of costing its own
+        for chunk in by_budget(names, sizes, most, budget) if names else []:
+            def entries(chunk=chunk) -> dict:
+                return {k: v for p in sorted({part_of[n] for n in chunk}) for k, v in part(p).items()}
+            compare_chunk(compare, forward, finals, chunk, entries, request, lines, dump, dumped)
     with open(os.path.join(request["out"], "dumps.json"), "w") as out:
         json.dump(dumped, out)
 

@@ -23,9 +23,11 @@ class LocaliseOptions:
     256 MiB chunks took 15.7 s with a 649 MB child at its peak, 512 MiB 12.8 s and 839 MB, 1 GiB (400 names) 11.6 s
     and 1331 MB; 512 MiB keeps a busy machine's two localisations at once well under 2 GB each. At 512 MiB,
     MNN asked for 100 names a forward instead of 40 took 3.9-4.2 s instead of 5.1-5.3 s, peak 913 MB instead of
-    839 MB (the byte budget still bounds it). Verification trials and candidates bound the time; profile rows the
-    report."""
-    chunk: int = 100
+    839 MB (the byte budget still bounds it). Since both engines run at once and MNN's chunks span ONNX Runtime's
+    parts, 160 names took 4.10-4.14 s where 100 took 4.26-5.51 s, with 1.94 GB at the peak over all processes
+    together (the page cache of the reference included). Verification trials and candidates bound the time;
+    profile rows the report."""
+    chunk: int = 160
     chunk_mb: float = 512.0
     reference_chunk: int = 120
     trials: int = 12
