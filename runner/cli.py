@@ -293,9 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--jobs", type=int, default=0, help="models run in parallel (default: core count)")
         sub.add_argument("--executor", default="threads", type=executor_choice,
                          metavar="threads|processes|dask|dask://HOST:PORT",
-                         help="where models run: threads of this process (default), --jobs worker processes (for "
-                              "hundreds of small models), a local Dask cluster of --jobs worker processes, or the "
-                              "workers of a running Dask scheduler")
+                         help="threads of this process (default), --jobs worker processes (for hundreds of small "
+                              "models), a local Dask cluster of --jobs workers, or a running Dask scheduler's")
         sub.add_argument("--goldens", metavar="DIR", help="golden store (default: goldens/, tracked by goldens.dvc)")
         sub.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0, default=1,
                          help="print only cases that are not as expected")
