@@ -66,7 +66,6 @@ class EngineProcess:
         self.sandbox = ""
         self.history: list[str] = []        # the models this process ran before the one it holds
         self.last_messages: tuple[str, ...] = ()   # what the engine printed during the last call
-        self._calls = 0
         self._calls_on_model = 0
         self._loaded = False
         self._scratch = tempfile.TemporaryDirectory(prefix="mnn-parity-")
@@ -137,7 +136,6 @@ class EngineProcess:
     def infer(self, feeds: dict[str, np.ndarray], stream: Optional[dict] = None,
               warmup: int = 0, repeat: int = 0) -> tuple[dict[str, np.ndarray], Optional[float]]:
         """Outputs by name, and the median latency in ms when `repeat` > 0."""
-        self._calls += 1
         # the same two files every call: calls to one worker never overlap, and the scratch goes at close()
         feeds_path, out_path = Path(self._scratch.name) / "feeds.bin", Path(self._scratch.name) / "out.bin"
         try:

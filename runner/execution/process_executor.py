@@ -21,6 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Optional, Sequence
 
+from mnn_parity.execution.executors import Interrupted
 from mnn_parity.execution.model_work import ModelOutcome, Phase, Progress
 from mnn_parity.execution.plan import WorkItem
 
@@ -77,12 +78,11 @@ class ProcessExecutor:
                 for part in chunks(len(todo), self.jobs):
                     indices = [todo[k] for k in part]
                     futures[self.pool.submit(run_items, [items[i] for i in indices])] = indices
-                for item in items:
-                    phase(item.model.name, "queued for a worker process")
+                for index in todo:
+                    phase(items[index].model.name, "queued for a worker process")
                 todo = self._collect(futures, items, outcomes, progress, phase, last=attempt == RETRIES)
         except KeyboardInterrupt:
             self._kill()
-            from mnn_parity.execution.executors import Interrupted
             raise Interrupted([o for o in outcomes if o is not None]) from None
         return [o for o in outcomes if o is not None]
 

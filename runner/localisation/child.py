@@ -25,6 +25,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# MNN graph entries that are no computed tensor (graph.MNN_OPAQUE in the parent; this file imports no package)
+MNN_OPAQUE = ("Input", "Const")
 
 
 def read_feeds(path: str) -> dict:
@@ -65,11 +67,10 @@ def run_ort(request: dict) -> None:
 
     most, budget = int(request.get("chunk", 120)), float(request.get("budget_mb", 256))
     segments = load_sibling("segments")
-    cuts = None if request.get("whole") else segments.plan(model, set(wanted) | finals, types, sizes, most,
-                                                                   budget)
+    record = set(wanted) | finals
+    cuts = None if request.get("whole") else segments.plan(model, record, types, sizes, most, budget)
     compared = names_mnn_compares(request.get("mnn_graph"))
     store = Store(request["store"], index, lambda name: compared is None or name in compared or name in finals)
-    record = set(wanted) | finals
     chunks = None if cuts is not None else by_budget(wanted, sizes, most, budget)
     parts = ([[t for t in cut.outputs if t in record] for cut in cuts] if cuts is not None
              else [[*finals, *chunks[0]], *chunks[1:]])
@@ -91,16 +92,11 @@ def names_mnn_compares(graph_path, wait_s: float = 60.0):
     """The tensors MNN's graph holds (the MNN child writes it within a second of starting), or None to write
     every tensor: one MNN fused away is never compared, and PP-OCR's detector has 31 % of its bytes in those.
     Verification may still read one; the parent records those afterwards (`ReferenceStore.load`)."""
-    if not graph_path:
+    if not graph_path or not wait_for(graph_path, wait_s):
         return None
-    deadline = time.monotonic() + wait_s
-    while not os.path.exists(graph_path):
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.005)
     with open(graph_path) as handle:
         graph = json.load(handle)
-    return {name for name, entry in graph.items() if entry.get("op") not in ("Input", "Const")}
+    return {name for name, entry in graph.items() if entry.get("op") not in MNN_OPAQUE}
 
 
 class Store:
@@ -126,7 +122,7 @@ def record_by_marking(model, session, chunks, types, feeds, store: Store) -> Non
     import onnx
 
     declared = len(model.graph.output)
-    for names in chunks:
+    for k, names in enumerate(chunks):
         del model.graph.output[declared:]
         for name in names:
             # no shape: a wrong static guess would make ORT refuse the run
@@ -135,7 +131,7 @@ def record_by_marking(model, session, chunks, types, feeds, store: Store) -> Non
         names = [o.name for o in run.get_outputs() if o.name not in store.index]
         part = {name: store.add(name, np.asarray(value)) for name, value in zip(names, run.run(names, feeds))}
         del run
-        publish(store.folder, part)
+        publish(store.folder, k, part)
 
 
 def record_by_segments(model, session, segments, cuts, record, types, feeds, store: Store) -> None:
@@ -152,16 +148,15 @@ def record_by_segments(model, session, segments, cuts, record, types, feeds, sto
             if "file" not in store.index.get(name, {}):
                 carried[name] = value
         del run, given
-        publish(store.folder, part)
+        publish(store.folder, k, part)
         later = {t for c in cuts[k + 1:] for t in c.inputs}
         for name in [t for t in carried if t not in later]:
             del carried[name]
 
 
-def publish(store: str, part: dict) -> None:
-    """The next `part-<k>.json`: a streaming MNN child compares its tensors as soon as it exists."""
-    count = sum(1 for name in os.listdir(store) if name.startswith("part-") and name.endswith(".json"))
-    write_json(os.path.join(store, f"part-{count}.json"), part)
+def publish(store: str, k: int, part: dict) -> None:
+    """`part-<k>.json`: a streaming MNN child compares its tensors as soon as it exists."""
+    write_json(os.path.join(store, f"part-{k}.json"), part)
 
 
 def write_json(path: str, data) -> None:
@@ -284,9 +279,15 @@ def mnn_session(request: dict):
     return F, forward
 
 
-def wait_for(path: str) -> None:
+def wait_for(path: str, seconds: float = float("inf")) -> bool:
+    """Whether `path` appeared within `seconds`; without a bound, the parent kills this child if the other one
+    fails or the case times out."""
+    deadline = time.monotonic() + seconds
     while not os.path.exists(path):
-        time.sleep(0.005)   # the parent kills this child if ONNX Runtime fails or the case times out
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def reference_plan(request: dict):
@@ -328,7 +329,7 @@ def run_mnn(request: dict) -> None:
     asked = {n: i for i, n in enumerate(request["names"])}
 
     def wanted(name: str) -> bool:
-        return name in asked and (name in finals or (name in graph and graph[name]["op"] not in ("Input", "Const")))
+        return name in asked and (name in finals or (name in graph and graph[name]["op"] not in MNN_OPAQUE))
 
     most, budget = int(request.get("chunk", 40)), float(request.get("budget_mb", 256))
     dump, dumped = set(request.get("dump", [])), {}
